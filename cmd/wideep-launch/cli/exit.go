@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/pflag"
+
+	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/slurm"
+)
+
+// Exit codes of wideep-launch. Worker codes pass through unchanged.
+const (
+	exitOK      = 0
+	exitInput   = 2   // usage, configuration or input error: nothing heavy was started
+	exitFailure = 125 // the launcher itself failed
+)
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+// exitCode is the one place that turns an error into an exit code. It prints
+// the error (unless it was already reported) to stderr.
+func exitCode(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return exitOK
+	}
+	var reported interface{ Reported() bool }
+	if !(errors.As(err, &reported) && reported.Reported()) {
+		fmt.Fprintf(stderr, "wideep-launch: %v\n", err)
+	}
+	var (
+		ue  *usageError
+		he  *slurm.HostlistError
+		ee  *slurm.EnvError
+		ce  *launcher.ConfigError
+		exc interface{ ExitCode() int }
+	)
+	switch {
+	case errors.As(err, &ue), errors.As(err, &he), errors.As(err, &ee),
+		errors.Is(err, slurm.ErrNotInSlurm), errors.As(err, &ce):
+		return exitInput
+	case errors.As(err, &exc):
+		if c := exc.ExitCode(); c > 0 && c < 256 {
+			return c
+		}
+	}
+	return exitFailure
+}

@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/slurm"
+)
+
+func init() {
+	register(command{name: "run", summary: "run this node's part of the deployment (srun wideep-launch run, one task per node)", run: runRun})
+}
+
+const runDescription = `Run this node's part of the deployment. Start it once per node of the job,
+as one Slurm step with one task per node:
+
+  srun --ntasks-per-node=1 --kill-on-bad-exit=1 wideep-launch run --role auto
+
+Every node works out its role, worker and node rank from SLURM_NODEID and
+SLURM_STEP_NODELIST, resolves its address, checks itself (preflight), meets
+the others on node 0 (rendezvous), then: the infra node starts etcd, NATS and
+the Dynamo frontend; every worker node precompiles DeepGEMM kernels; the
+workers start; node 0 waits until the frontend serves the model with every
+prefill and decode worker registered and logs one line
+  READY http://<address>:8000 model=<name> prefill=N decode=M after <time>
+and writes <log-dir>/<job id>/endpoint.
+
+Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 are forwarded to
+every process group; SIGTERM and SIGINT (scancel, time limit) and SIGUSR1
+(sbatch --signal=USR1@T before the time limit) stop the node gracefully:
+forward, wait --grace, then SIGKILL whatever is left. Keep --grace below the
+cluster's KillWait ('scontrol show config | grep KillWait', 30 s by default),
+or Slurm SIGKILLs everything first. SIGCONT is ignored.
+
+When any process of the node exits (non-zero, or any exit of a long-running
+process), the node stops its other processes and exits with that process's
+code (128+N for signal N). Run the step with --kill-on-bad-exit=1 so Slurm
+then stops the other nodes.
+
+--simulate runs the same plan with stand-ins for SGLang, the Dynamo frontend
+and the DeepGEMM precompile (real etcd and nats-server): rehearse a job
+template without GPUs.
+
+Every flag also reads the WIDEEP_* variable named in its help; the command
+line wins over the environment. List flags read one entry per line.`
+
+func runRun(sys System, args []string) error {
+	spec := launcher.DefaultSpec()
+	fs := newFlagSet(sys, "run", "wideep-launch run [flags]", runDescription)
+	role := fs.String("role", "auto", "this node's role: auto (from the plan), or prefill, decode, infra to assert it (env "+EnvName("role")+")")
+	simulate := fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
+	grace := fs.Duration("grace", 20*time.Second, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
+	healthTimeout := fs.Duration("health-timeout", 60*time.Minute, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
+	rvTimeout := fs.Duration("rendezvous-timeout", launcher.DefaultRendezvousDeadline, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
+	infraTimeout := fs.Duration("infra-timeout", 5*time.Minute, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
+	precompileTimeout := fs.Duration("precompile-timeout", 90*time.Minute, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
+	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
+	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
+	spec.RegisterFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := applyEnvDefaults(fs, sys.LookupEnv); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErrorf("run takes no arguments (got %q)", fs.Arg(0))
+	}
+	if *role != "auto" {
+		if _, err := launcher.ParseRole(*role); err != nil {
+			return usageErrorf("--role: %v (or auto)", err)
+		}
+	}
+	if *grace <= 0 {
+		return usageErrorf("--grace %s: must be positive", *grace)
+	}
+	level, err := zerolog.ParseLevel(*logLevel)
+	if err != nil || *logLevel == "" {
+		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	// Phase durations read best as seconds, and timestamps need sub-second
+	// precision to order what 8 nodes did within one second.
+	zerolog.DurationFieldUnit = time.Second
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	var logOut io.Writer
+	switch *logFormat {
+	case "console":
+		logOut = zerolog.ConsoleWriter{Out: sys.Stderr, NoColor: true, TimeFormat: "15:04:05.000"}
+	case "json":
+		logOut = sys.Stderr
+	default:
+		return usageErrorf("--log-format %q: want console or json", *logFormat)
+	}
+
+	env, err := slurm.ReadEnv(sys.LookupEnv)
+	if err != nil {
+		return err
+	}
+	spec.Simulate = *simulate
+	spec.NodeSource = env.NodeListVar
+	spec.ResolveGPUs(env.GPUsOnNode)
+	self, err := sys.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this executable: %w", err)
+	}
+
+	// Signals are caught from here on, before anything starts: a SIGTERM
+	// during the rendezvous must still stop the node cleanly.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, launcher.ForwardSignals()...)
+	defer signal.Stop(sigs)
+
+	rt := &launcher.NodeRuntime{
+		Spec:              spec,
+		Slurm:             env,
+		Role:              *role,
+		Grace:             *grace,
+		HealthTimeout:     *healthTimeout,
+		RendezvousTimeout: *rvTimeout,
+		InfraTimeout:      *infraTimeout,
+		PrecompileTimeout: *precompileTimeout,
+		Self:              self,
+		Environ:           sys.Environ(),
+		LookupEnv:         sys.LookupEnv,
+		LogWriter:         logOut,
+		LogLevel:          level,
+		Output:            sys.Stdout,
+		Signals:           sigs,
+		Now:               sys.Now,
+	}
+	return rt.Run(context.Background())
+}

@@ -1,0 +1,199 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// preflightConfig says what this node is about to use, from its plan.
+func (n *NodeRuntime) preflightConfig(plan *Plan, me NodePlan, jobDir string) PreflightConfig {
+	cfg := PreflightConfig{
+		CacheDir:   n.Spec.CacheDir,
+		LogDir:     jobDir,
+		GPUsOnNode: n.Slurm.GPUsOnNode,
+		Simulate:   n.Spec.Simulate,
+	}
+	seen := map[string]bool{}
+	for _, p := range me.Processes {
+		cfg.Ports = append(cfg.Ports, p.Ports...)
+		exe := p.Argv[0]
+		if n.Spec.Simulate && p.Name != ProcEtcd && p.Name != ProcNATS {
+			exe = n.Self
+		}
+		if !seen[exe] {
+			seen[exe] = true
+			cfg.Executables = append(cfg.Executables, exe)
+		}
+		if p.Name == plan.workerName(me) {
+			cfg.GPUs = plan.GPUsPerNode
+		}
+	}
+	if me.Role != RoleInfra {
+		cfg.ModelPath = n.Spec.ModelPath
+	}
+	return cfg
+}
+
+// workerName is the process name of a node's SGLang worker.
+func (p *Plan) workerName(me NodePlan) string { return string(me.Role) }
+
+// startInfra starts etcd and NATS on the infra node and waits until they
+// answer, so that no worker starts before the control plane is up.
+func (n *NodeRuntime) startInfra(ctx context.Context, s *Supervisor, plan *Plan, me NodePlan, procs []ProcSpec) error {
+	planned := map[string]Process{}
+	for _, p := range me.Processes {
+		planned[p.Name] = p
+	}
+	for _, p := range procs {
+		if err := writeFiles(planned[p.Name].Files); err != nil {
+			return fmt.Errorf("writing files for %s: %w", p.Name, err)
+		}
+		// etcd refuses a data dir left by an earlier job with another cluster id.
+		if p.Name == ProcEtcd {
+			_ = os.RemoveAll(n.Spec.etcdDataDir(plan.JobID))
+		}
+		if err := s.Start(p); err != nil {
+			return fmt.Errorf("starting %s: %w", p.Name, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, n.InfraTimeout)
+	defer cancel()
+	if _, ok := planned[ProcEtcd]; ok {
+		ep := fmt.Sprintf("http://%s", net.JoinHostPort(me.Addr, fmt.Sprint(n.Spec.EtcdClientPort)))
+		if err := WaitEtcd(wctx, ep); err != nil {
+			return fmt.Errorf("etcd on node %d (%s) not ready: %w", me.Index, me.Host, err)
+		}
+		n.log.Info().Str("endpoint", ep).Msg("etcd ready")
+	}
+	if _, ok := planned[ProcNATS]; ok {
+		addr := net.JoinHostPort(me.Addr, fmt.Sprint(n.Spec.NATSPort))
+		if err := WaitNATS(wctx, addr); err != nil {
+			return fmt.Errorf("NATS on node %d (%s) not ready: %w", me.Index, me.Host, err)
+		}
+		n.log.Info().Str("addr", addr).Msg("NATS ready")
+	}
+	return nil
+}
+
+// runOneshot runs a process that must finish before the services start.
+func (n *NodeRuntime) runOneshot(ctx context.Context, s *Supervisor, p ProcSpec) error {
+	cctx, cancel := context.WithTimeout(ctx, n.PrecompileTimeout)
+	defer cancel()
+	e, err := s.RunOneshot(cctx, p)
+	// The barrier names the node; the message says what and where to look.
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Name, err)
+	}
+	if code := ExitCodeOf(e); code != 0 {
+		return fmt.Errorf("%s exited with code %d (log: %s)", p.Name, code, p.LogPath)
+	}
+	return nil
+}
+
+// healthGate runs on node 0: it waits until the frontend serves the model
+// with every worker registered, then says READY and publishes the endpoint.
+func (n *NodeRuntime) healthGate(ctx context.Context, cancel context.CancelCauseFunc, plan *Plan, jobDir string) {
+	exp := HealthExpect{Model: plan.Model}
+	for _, w := range plan.Workers {
+		switch w.Role {
+		case RolePrefill:
+			exp.Prefill++
+		case RoleDecode:
+			exp.Decode++
+		}
+	}
+	progress := func(elapsed time.Duration, missing string) {
+		n.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
+	}
+	took, err := WaitReady(ctx, n.HTTP, plan.Frontend, exp, progress, n.HealthProgress, n.HealthTimeout)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		cancel(fmt.Errorf("health gate: %w", err))
+		return
+	}
+	line := fmt.Sprintf("READY %s model=%s prefill=%d decode=%d after %s",
+		plan.Frontend, plan.Model, exp.Prefill, exp.Decode, took.Round(time.Millisecond))
+	n.log.Info().Msg(line)
+	fmt.Fprintln(n.Output, line)
+	if err := publishFile(filepath.Join(jobDir, "endpoint"), []byte(plan.Frontend+"\n")); err != nil {
+		n.log.Error().Err(err).Msg("writing the endpoint file")
+	}
+}
+
+// printTimeline prints this node's phase durations, one screen at most.
+func (n *NodeRuntime) printTimeline(w io.Writer, idx int, host string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "timeline node %d (%s):", idx, host)
+	var total time.Duration
+	for _, p := range n.phases {
+		fmt.Fprintf(&b, " %s=%s", p.Name, fmtDur(p.Duration))
+		total += p.Duration
+	}
+	fmt.Fprintf(&b, " total=%s\n", fmtDur(total))
+	fmt.Fprint(w, b.String())
+}
+
+// printAllTimelines prints, on node 0, the startup phases of every node as
+// they reported them through the rendezvous.
+func (n *NodeRuntime) printAllTimelines(s *RendezvousServer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	all := s.Timelines(ctx)
+	if len(all) == 0 {
+		return
+	}
+	var names []string
+	seen := map[string]bool{}
+	idxs := make([]int, 0, len(all))
+	for i, tl := range all {
+		idxs = append(idxs, i)
+		for _, p := range tl {
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				names = append(names, p.Name)
+			}
+		}
+	}
+	sort.Ints(idxs)
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "node\thost\t%s\t\n", strings.Join(names, "\t"))
+	for _, i := range idxs {
+		d := map[string]time.Duration{}
+		for _, p := range all[i] {
+			d[p.Name] = p.Duration
+		}
+		host := ""
+		if i < len(n.Slurm.Nodes) {
+			host = n.Slurm.Nodes[i]
+		}
+		fmt.Fprintf(tw, "%d\t%s", i, host)
+		for _, name := range names {
+			fmt.Fprintf(tw, "\t%s", fmtDur(d[name]))
+		}
+		fmt.Fprint(tw, "\t\n")
+	}
+	tw.Flush()
+	fmt.Fprintf(n.Output, "startup timeline of all %d nodes (as reported to node 0):\n%s", len(idxs), b.String())
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	default:
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	}
+}

@@ -350,7 +350,7 @@ func modelName(exp HealthExpect) string {
 // summary is the progress line: counts always, then what else is missing.
 func (r readiness) summary(exp HealthExpect) string {
 	if r.frontendErr != nil {
-		return fmt.Sprintf("frontend (%v)", r.frontendErr)
+		return fmt.Sprintf("frontend not answering (%v)", r.frontendErr)
 	}
 	s := fmt.Sprintf("prefill %d/%d, decode %d/%d", r.health.Prefill, exp.Prefill, r.health.Decode, exp.Decode)
 	switch {

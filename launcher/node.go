@@ -48,6 +48,9 @@ type NodeRuntime struct {
 	Now      func() time.Time
 	Resolver AddressResolver
 	HTTP     *http.Client
+	// ExitCode is the CLI's error → exit code mapping, so the node's last
+	// log line says the code srun will see from this task.
+	ExitCode func(error) int
 
 	log      zerolog.Logger
 	phases   []PhaseTiming
@@ -100,9 +103,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 
 	defer func() {
 		n.printTimeline(n.Output, idx, host)
-		if err != nil {
-			n.logFailure(idx, host, err)
-		}
+		n.logEnd(idx, host, err)
 	}()
 
 	var offline *Plan
@@ -167,8 +168,16 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 			// Node 0 reaches itself without depending on name resolution.
 			target = net.JoinHostPort("127.0.0.1", fmt.Sprint(offline.RendezvousPort))
 		}
+		// A node that failed preflight exits 2 at once, so under
+		// --kill-on-bad-exit Slurm may SIGTERM this node just before node 0's
+		// verdict arrives: keep listening for it a moment, so every node
+		// reports the same preflight failure instead of "stopped".
+		jctx, jcancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer jcancel()
+		stopLater := context.AfterFunc(ctx, func() { time.AfterFunc(time.Second, jcancel) })
+		defer stopLater()
 		var err error
-		client, table, err = JoinRendezvous(ctx, target, cfg, Member{Index: idx, Host: host, Addr: addr, Problems: problems})
+		client, table, err = JoinRendezvous(jctx, target, cfg, Member{Index: idx, Host: host, Addr: addr, Problems: problems})
 		if err != nil {
 			return err
 		}
@@ -177,6 +186,10 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	}); err != nil {
 		if server != nil {
 			server.Close()
+		}
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return err
 		}
 		return n.causeOr(ctx, err)
 	}
@@ -457,21 +470,27 @@ func (e *stoppedError) Error() string {
 }
 func (e *stoppedError) ExitCode() int { return 128 + int(e.sig) }
 
-func (n *NodeRuntime) logFailure(idx int, host string, err error) {
+// logEnd is the node's last word: why it ended and the exit code srun gets
+// from it. Under --kill-on-bad-exit srun itself reports 137, so this line
+// is where the real reason is.
+func (n *NodeRuntime) logEnd(idx int, host string, err error) {
+	code := -1 // unknown without the CLI's mapping
+	if n.ExitCode != nil {
+		code = n.ExitCode(err)
+	}
 	var st *stoppedError
-	if errors.As(err, &st) {
-		n.log.Warn().Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
-		return
-	}
 	var ee *ExitError
-	if errors.As(err, &ee) {
-		// srun --kill-on-bad-exit reports 137 for the step, not this code:
-		// this line is where the real reason is.
-		n.log.Error().Str("process", ee.Process).Int("exit_code", ee.Code).
+	switch {
+	case err == nil:
+		n.log.Info().Int("exit_code", code).Msgf("node %d (%s) finished", idx, host)
+	case errors.As(err, &st):
+		n.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
+	case errors.As(err, &ee):
+		n.log.Error().Str("process", ee.Process).Int("exit_code", code).
 			Msgf("NODE FAILED: node %d (%s): %s", idx, host, err)
-		return
+	default:
+		n.log.Error().Err(err).Int("exit_code", code).Msgf("NODE FAILED: node %d (%s)", idx, host)
 	}
-	n.log.Error().Err(err).Msgf("NODE FAILED: node %d (%s)", idx, host)
 }
 
 func shutdownReason(ctx context.Context) string {

@@ -101,15 +101,7 @@ func (n *NodeRuntime) runOneshot(ctx context.Context, s *Supervisor, p ProcSpec)
 // healthGate runs on node 0: it waits until the frontend serves the model
 // with every worker registered, then says READY and publishes the endpoint.
 func (n *NodeRuntime) healthGate(ctx context.Context, cancel context.CancelCauseFunc, plan *Plan, jobDir string) {
-	exp := HealthExpect{Model: plan.Model}
-	for _, w := range plan.Workers {
-		switch w.Role {
-		case RolePrefill:
-			exp.Prefill++
-		case RoleDecode:
-			exp.Decode++
-		}
-	}
+	exp := HealthExpectFor(plan)
 	progress := func(elapsed time.Duration, missing string) {
 		n.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
 	}
@@ -139,8 +131,29 @@ func (n *NodeRuntime) printTimeline(w io.Writer, idx int, host string) {
 		fmt.Fprintf(&b, " %s=%s", p.Name, fmtDur(p.Duration))
 		total += p.Duration
 	}
-	fmt.Fprintf(&b, " total=%s\n", fmtDur(total))
+	fmt.Fprintf(&b, " total=%s", fmtDur(total))
+	if kb := peakRSSKiB(); kb > 0 {
+		fmt.Fprintf(&b, " launcher_peak_rss=%.1fMiB", float64(kb)/1024)
+	}
+	b.WriteByte('\n')
 	fmt.Fprint(w, b.String())
+}
+
+// peakRSSKiB is this process's resident-set high-water mark (VmHWM), 0 if
+// unknown.
+func peakRSSKiB() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb
+		}
+	}
+	return 0
 }
 
 // printAllTimelines prints, on node 0, the startup phases of every node as

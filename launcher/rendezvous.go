@@ -75,6 +75,8 @@ const (
 	// that it gets the server's explanation rather than its own timeout.
 	answerSlack = 5 * time.Second
 	outQueue    = 8
+	// closeFlush bounds how long Close waits for queued messages to go out.
+	closeFlush = 2 * time.Second
 )
 
 // JobToken is WIDEEP_JOB_TOKEN if set, else derived from the job and step ids:
@@ -161,7 +163,10 @@ type RendezvousServer struct {
 	log   zerolog.Logger
 	start time.Time
 	wg    sync.WaitGroup
-	once  sync.Once
+	// writers tracks the per-node writer goroutines, so Close can let them
+	// deliver a verdict that is still queued.
+	writers sync.WaitGroup
+	once    sync.Once
 	stop  func() bool
 
 	mu          sync.Mutex
@@ -242,6 +247,22 @@ func (s *RendezvousServer) Close() {
 				b.timer.Stop()
 			}
 		}
+		// Node 0 closes the server right after a failed join: the other
+		// nodes must still get the report that is queued for them.
+		for _, n := range s.nodes {
+			if n != nil && n.gone == "" {
+				n.gone = "closed"
+				close(n.out)
+			}
+		}
+		s.mu.Unlock()
+		flushed := make(chan struct{})
+		go func() { s.writers.Wait(); close(flushed) }()
+		select {
+		case <-flushed:
+		case <-time.After(closeFlush):
+		}
+		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
 		}
@@ -434,6 +455,7 @@ func (s *RendezvousServer) join(c net.Conn, msg rvMessage) (*rvNode, []byte, str
 	s.nodes[m.Index] = n
 	s.joined++
 	s.wg.Add(1)
+	s.writers.Add(1)
 	go s.writer(n)
 	s.log.Debug().Int("index", m.Index).Str("host", m.Host).Str("addr", m.Addr).Strs("problems", m.Problems).Int("joined", s.joined).Msg("rendezvous: node joined")
 	if s.joined == s.cfg.Size {
@@ -521,6 +543,7 @@ func (s *RendezvousServer) joinDeadline() {
 
 func (s *RendezvousServer) writer(n *rvNode) {
 	defer s.wg.Done()
+	defer s.writers.Done()
 	for b := range n.out {
 		_ = n.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := n.conn.Write(b); err != nil {

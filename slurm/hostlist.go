@@ -11,11 +11,18 @@ import (
 )
 
 // Hostlist semantics follow Slurm's src/common/hostlist.c as `scontrol show
-// hostnames` / `scontrol show hostlist` of Slurm 22.05 behave, with two
-// deliberate differences: text after the last bracket group (gpu[0-1]-ib) is
-// accepted as Slurm does since 23.02.5, and malformed input that 22.05
-// silently mangles (node[1-2 prints "node]", node[ 1] prints "node01",
-// node[1-] prints "node1") is rejected.
+// hostnames` / `scontrol show hostlist` of Slurm 22.05 behave (the
+// differential tests in hostlist_oracle_test.go compare byte for byte), with
+// deliberate differences where 22.05 is older or wrong:
+//   - text after the last bracket group (gpu[0-1]-ib) is accepted, as Slurm
+//     does since 23.02.5;
+//   - a newline separates names, as in newer Slurm (22.05 keeps it in a name);
+//   - malformed input that 22.05 mangles is rejected: node[1-2 (22.05 prints
+//     "node]"), node[ 1] ("node01"), node[1-] ("node1"), numbers beyond 64
+//     bits (clamped);
+//   - numbers up to 2^64-1 work (22.05 drops 2^64-1 and loops forever on a
+//     prefix group ending there);
+//   - one expression expands to at most 4,194,304 names (22.05: ~2^31).
 //
 // Grammar (separators only count outside brackets):
 //
@@ -84,14 +91,16 @@ func ExpandAppend(dst []string, expr string) ([]string, error) {
 // a []string nor memory in proportion to them.
 func WriteHostnames(w io.Writer, exprs ...string) error {
 	parsed := make([]*parsedHostlist, len(exprs))
+	var size uint64 // at least the output: plain names are in expr
 	for i, expr := range exprs {
 		p, err := parseHostlist(expr)
 		if err != nil {
 			return err
 		}
 		parsed[i] = p
+		size += p.bytes + p.hosts + uint64(len(expr))
 	}
-	chunk := make([]byte, 0, 256<<10)
+	chunk := make([]byte, 0, min(size, 256<<10))
 	for _, p := range parsed {
 		var err error
 		if chunk, err = p.writeNames(w, chunk); err != nil {
@@ -548,15 +557,13 @@ type hostRange struct {
 // brackets. Order and duplicates are kept: n1,n2,n3,n2 gives n[1-3,2];
 // node01,node02,node3 gives node[01-02,3]; gpu0-ib,gpu1-ib stays as it is.
 // Unlike Slurm, no run is longer than 65,536 names, so Expand accepts every
-// result. Names must not contain separators or brackets; empty names are
-// skipped.
+// result, and a trailing number too large for 64 bits leaves its name as it
+// is (22.05 clamps it). Names must not contain separators or brackets; empty
+// names are skipped.
 func Compress(hosts []string) string {
-	size := 0
-	for _, h := range hosts {
-		size += len(h) + 1
-	}
 	c := compressor{}
-	c.out.Grow(size)
+	// The output is at most about the names joined by commas, usually far less.
+	c.out.Grow(min(len(hosts)*8, 64<<10))
 	var tail hostRange // the run being extended
 	have := false
 	for _, h := range hosts {
@@ -630,9 +637,14 @@ func splitHostname(h string) hostRange {
 	if i == len(h) {
 		return hostRange{prefix: h, single: true}
 	}
-	n, err := strconv.ParseUint(h[i:], 10, 64)
-	if err != nil {
-		return hostRange{prefix: h, single: true}
+	var n uint64
+	for j := i; j < len(h); j++ {
+		hi, lo := bits.Mul64(n, 10)
+		lo, carry := bits.Add64(lo, uint64(h[j]-'0'), 0)
+		if hi != 0 || carry != 0 {
+			return hostRange{prefix: h, single: true}
+		}
+		n = lo
 	}
 	return hostRange{prefix: h[:i], lo: n, hi: n, width: len(h) - i}
 }

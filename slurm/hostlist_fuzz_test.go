@@ -54,6 +54,10 @@ func FuzzExpand(f *testing.F) {
 		}
 		require.Equal(t, int(p.bytes), built, "precounted size of %q", expr)
 
+		var lines strings.Builder
+		require.NoError(t, WriteHostnames(&lines, expr))
+		require.Equal(t, strings.Join(names, "\n")+"\n", lines.String())
+
 		compressed := Compress(names)
 		again, err := Expand(compressed)
 		require.NoError(t, err, "Compress gave %q", compressed)

@@ -2,8 +2,10 @@ package slurm
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -271,4 +273,76 @@ func TestCompressRoundTrip(t *testing.T) {
 			assert.Equal(t, hosts, again)
 		})
 	}
+}
+
+func TestExpandWriteHostnames(t *testing.T) {
+	for name, exprs := range map[string][]string{
+		"one expression":   {"rack[1-2]-node[01-04]"},
+		"several in order": {"n[3,1]", "login", "a[1-2]b[1-2]c[1-2],gpu[0-1]-ib"},
+		"plain names":      {"a,b c\td"},
+		// More than the 256 KiB write buffer, so lines cross flushes.
+		"large": {"node[00000-65535],x[1-3]y[00-99]", "z"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var want []string
+			for _, expr := range exprs {
+				names, err := Expand(expr)
+				require.NoError(t, err)
+				want = append(want, names...)
+			}
+			var out strings.Builder
+			require.NoError(t, WriteHostnames(&out, exprs...))
+			assert.Equal(t, strings.Join(want, "\n")+"\n", out.String())
+		})
+	}
+}
+
+func TestExpandWriteHostnamesRejectsBeforeWriting(t *testing.T) {
+	var out strings.Builder
+	err := WriteHostnames(&out, "node[00000-65535]", "n[2-1]")
+	var he *HostlistError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, "n[2-1]", he.Expr)
+	assert.Empty(t, out.String())
+}
+
+type failingWriter struct{ writes int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return 0, fmt.Errorf("disk full")
+}
+
+func TestExpandWriteHostnamesStopsOnWriteError(t *testing.T) {
+	w := &failingWriter{}
+	err := WriteHostnames(w, "node[00000-65535]", "node[00000-65535]")
+	require.EqualError(t, err, "disk full")
+	assert.Equal(t, 1, w.writes)
+}
+
+// TestExpandAllocatesOnce holds Expand to its memory budget: a million names
+// cost their string headers and bytes, allocated once, and little else.
+func TestExpandAllocatesOnce(t *testing.T) {
+	var names []string
+	allocs := testing.AllocsPerRun(1, func() {
+		var err error
+		names, err = Expand(bench1M)
+		require.NoError(t, err)
+	})
+	require.Len(t, names, bench1MHosts)
+	assert.LessOrEqual(t, allocs, 30.0, "allocations")
+
+	output := 0
+	for _, n := range names {
+		output += int(unsafe.Sizeof(n)) + len(n)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	names, err := Expand(bench1M)
+	runtime.ReadMemStats(&after)
+	require.NoError(t, err)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	assert.LessOrEqual(t, float64(allocated), 1.1*float64(output),
+		"allocated %d bytes for %d bytes of output", allocated, output)
+	runtime.KeepAlive(names)
 }

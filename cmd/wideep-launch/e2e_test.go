@@ -287,7 +287,8 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		// Something else holds the SGLang port on node4 (index 3).
 		blocker := c.NodeCommand(context.Background(), "node4", "nats-server", "-a", "0.0.0.0", "-p", "30000")
 		require.NoError(t, blocker.Start())
-		defer func() { _ = blocker.Process.Kill(); _ = blocker.Wait() }()
+		stopBlocker := func() { _ = blocker.Process.Kill(); _ = blocker.Wait() }
+		defer stopBlocker()
 		require.Eventually(t, func() bool {
 			conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.NodeAddr("node4"), "30000"), 200*time.Millisecond)
 			if err == nil {
@@ -305,6 +306,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 			assert.Contains(t, log, "port 30000", "%s names the port", h)
 			assert.Contains(t, log, `"exit_code":2`, "%s exits 2", h)
 		}
+		stopBlocker() // it lives in node4's namespace, so it would count as left over
 		assertNoLeftovers(t, c)
 	})
 
@@ -375,7 +377,7 @@ func TestE2EProctrackPgid(t *testing.T) {
 		procs, err := c.NodeProcesses(h)
 		require.NoError(t, err)
 		for _, p := range procs {
-			if strings.Contains(p.Cmdline, "sim-orphan") {
+			if strings.Contains(p.Cmdline, "sim orphan") {
 				orphans++
 			}
 		}

@@ -67,7 +67,7 @@ func (s *standIn) runFrontend(argv []string) int {
 		s.logf("%v", err)
 		return exitUsage
 	}
-	rec := s.newRecord(roleFrontend, ModuleFrontend, argv)
+	rec := s.newRecord(roleFrontend, ModuleFrontend)
 	rec.Listen = map[string]string{}
 	if fl, ok := findFailure(fails, names, roleFrontend, StageStartup); ok {
 		s.logf("injected failure %s: exiting with code %d at startup", fl, fl.Code)
@@ -101,9 +101,10 @@ func (s *standIn) runFrontend(argv []string) int {
 		defer t.Stop()
 		failAfter = t.C
 	}
-	code, reason := 0, "terminated"
+	code, reason := 0, ""
 	select {
 	case <-ctx.Done():
+		reason = terminationReason(ctx)
 		fe.stopping.Store(true)
 		if termDelay > 0 {
 			s.logf("stopping in %v", termDelay)
@@ -221,9 +222,11 @@ const simReply = "This is a simulated reply from wideep-launch: no model ran."
 
 func (fe *frontend) chat(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Model    string            `json:"model"`
-		Messages []json.RawMessage `json:"messages"`
-		Stream   bool              `json:"stream"`
+		Model    string `json:"model"`
+		Messages []struct {
+			Content any `json:"content"` // a string, or a list of parts
+		} `json:"messages"`
+		Stream bool `json:"stream"`
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
 	if err != nil || json.Unmarshal(body, &req) != nil {
@@ -251,7 +254,13 @@ func (fe *frontend) chat(w http.ResponseWriter, r *http.Request) {
 	n := fe.requests.Add(1)
 	id := fmt.Sprintf("chatcmpl-sim-%d", n)
 	now := time.Now().Unix()
-	promptTokens := len(strings.Fields(string(body)))
+	// Words stand in for tokens: the numbers only need to be plausible.
+	promptTokens := 0
+	for _, m := range req.Messages {
+		if text, ok := m.Content.(string); ok {
+			promptTokens += len(strings.Fields(text))
+		}
+	}
 	completionTokens := len(strings.Fields(simReply))
 	if req.Stream {
 		w.Header().Set("Content-Type", "text/event-stream")

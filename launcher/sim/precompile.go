@@ -37,7 +37,7 @@ func (s *standIn) runPrecompile(argv []string) int {
 		return exitUsage
 	}
 	dir := s.cacheDir()
-	rec := s.newRecord(rolePrecompile, ModulePrecompile, argv)
+	rec := s.newRecord(rolePrecompile, ModulePrecompile)
 	rec.NodeRank, rec.NNodes, rec.DistInitAddr = a.int("node-rank", 0), a.int("nnodes", 1), a.str("dist-init-addr", "")
 	rec.Model, rec.CacheDir = a.str("served-model-name", a.str("model-path", "")), dir
 	if fl, ok := findFailure(fails, names, rolePrecompile, StageStartup); ok {
@@ -49,7 +49,7 @@ func (s *standIn) runPrecompile(argv []string) int {
 	defer stop()
 	s.logf("compiling DeepGEMM kernels into %s (%v)", dir, delay)
 	if !sleepCtx(ctx, delay) {
-		return s.finish(rec, exitTerm, "terminated while compiling")
+		return s.finish(rec, exitTerm, terminationReason(ctx)+" while compiling")
 	}
 	written, cached := 0, 0
 	for i := 0; i < precompileKernels; i++ {

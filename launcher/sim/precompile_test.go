@@ -76,7 +76,7 @@ func TestPrecompileFailures(t *testing.T) {
 		},
 		"terminated while compiling": {
 			argv: precompileArgv("decode"), env: envMap(EnvPrecompileDelay, "1h"), sigterm: true,
-			wantCode: 143, want: "received terminated",
+			wantCode: 143, want: "received SIGTERM",
 		},
 	}
 	for name, tc := range tests {

@@ -69,6 +69,14 @@ func (r *rendezvous) Close() {
 	}
 }
 
+// quiet stops reporting lost peers: the worker is stopping, and so are its
+// peers, in any order.
+func (r *rendezvous) quiet() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closing = true
+}
+
 func (r *rendezvous) isClosing() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

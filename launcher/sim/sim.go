@@ -16,6 +16,7 @@
 //	WIDEEP_SIM_PRECOMPILE_DELAY  how long the precompile "compiles" (default 0)
 //	WIDEEP_SIM_LEASE_TTL         etcd lease TTL of worker instances, seconds (default 10, as Dynamo)
 //	WIDEEP_SIM_FAIL              injected failures, see Failure
+//	WIDEEP_SIM_ORPHAN            1: each worker leaves a setsid daemon ignoring SIGTERM (see EnvOrphan)
 //
 // Durations are Go durations ("1.5s") or plain seconds ("2").
 package sim
@@ -90,11 +91,16 @@ type standIn struct {
 	// instead of polling.
 	onServing func(Record)
 
+	argv   []string // the whole original command line
 	logMu  sync.Mutex
 	prefix string
 }
 
 func (s *standIn) main(args []string) int {
+	s.argv = args
+	if len(args) == 1 && args[0] == orphanArg {
+		return runOrphan()
+	}
 	module, rest, err := splitPython(args)
 	if err != nil {
 		fmt.Fprintf(s.stderr, "wideep-launch sim: %v\n", err)
@@ -212,7 +218,7 @@ func (s *standIn) terminated() (context.Context, func()) {
 					return
 				}
 				if sig == syscall.SIGTERM || sig == os.Interrupt {
-					s.logf("received %v", sig)
+					s.logf("received %s", signalName(sig))
 					cancel(errTerminated{sig})
 					return
 				}
@@ -225,7 +231,25 @@ func (s *standIn) terminated() (context.Context, func()) {
 
 type errTerminated struct{ sig os.Signal }
 
-func (e errTerminated) Error() string { return "terminated by " + e.sig.String() }
+func (e errTerminated) Error() string { return "terminated by " + signalName(e.sig) }
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case os.Interrupt:
+		return "SIGINT"
+	}
+	return sig.String()
+}
+
+// terminationReason says which signal stopped the stand-in.
+func terminationReason(ctx context.Context) string {
+	if err := context.Cause(ctx); err != nil {
+		return err.Error()
+	}
+	return "terminated"
+}
 
 // isTerminated tells whether ctx ended because of a termination signal.
 func isTerminated(ctx context.Context) bool {
@@ -290,7 +314,7 @@ var recordedEnv = []string{
 	"SLURM_JOB_ID", "SLURM_NODEID", "SLURM_PROCID", "SLURMD_NODENAME",
 }
 
-func (s *standIn) newRecord(role, module string, argv []string) *Record {
+func (s *standIn) newRecord(role, module string) *Record {
 	names := s.nodeNames()
 	env := map[string]string{}
 	for _, name := range recordedEnv {
@@ -307,7 +331,7 @@ func (s *standIn) newRecord(role, module string, argv []string) *Record {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	return &Record{
 		Role: role, Module: module, Node: names[0], Hostname: hostname, PID: os.Getpid(),
-		Argv: append([]string{"python3", "-m", module}, argv...), Env: env,
+		Argv: s.argv, Env: env,
 		NNodes: 1, State: "starting", Started: now, Updated: now,
 	}
 }

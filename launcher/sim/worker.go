@@ -164,7 +164,7 @@ func (s *standIn) runWorker(argv []string) int {
 		}
 	}
 
-	rec := s.newRecord(cfg.role, ModuleWorker, argv)
+	rec := s.newRecord(cfg.role, ModuleWorker)
 	rec.NodeRank, rec.NNodes, rec.DistInitAddr, rec.Model = cfg.rank, cfg.nnodes, cfg.distInit, cfg.model
 	rec.Listen = map[string]string{}
 	s.save(rec)
@@ -184,7 +184,7 @@ func (s *standIn) runWorker(argv []string) int {
 			s.logf("stopping in %v", termDelay)
 			time.Sleep(termDelay) // the point of the knob: a worker that is slow to stop
 		}
-		reason = "terminated"
+		reason = terminationReason(ctx)
 	}
 	w.cleanup()
 	if code != 0 {
@@ -246,7 +246,7 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 	cfg := w.cfg
 	fatal := func(err error) (int, string) {
 		if isTerminated(ctx) {
-			return 0, "terminated"
+			return 0, terminationReason(ctx)
 		}
 		return exitError, err.Error()
 	}
@@ -293,6 +293,9 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 		}
 	}
 
+	if s := w.getenv(EnvOrphan); s == "1" {
+		w.startOrphan()
+	}
 	w.rec.State = "serving"
 	w.save(w.rec)
 	w.logf("serving")
@@ -309,7 +312,10 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 	}
 	select {
 	case <-ctx.Done():
-		return 0, "terminated"
+		if w.rdzv != nil {
+			w.rdzv.quiet()
+		}
+		return 0, terminationReason(ctx)
 	case err := <-leaseLost:
 		return exitError, err.Error()
 	case <-failAfter:

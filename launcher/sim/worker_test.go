@@ -84,6 +84,7 @@ func TestWorkerPairRendezvousAndRegisters(t *testing.T) {
 	assert.Equal(t, InstanceKey(ins[0]), rec0.EtcdKey)
 
 	file1 := readRecord(t, records, "n2", "prefill")
+	assert.Equal(t, workerArgv("prefill", 2, 1, dist), file1.Argv)
 	assert.Equal(t, "serving", file1.State)
 	assert.Equal(t, 1, file1.NodeRank)
 	assert.Equal(t, 2, file1.NNodes)
@@ -98,7 +99,7 @@ func TestWorkerPairRendezvousAndRegisters(t *testing.T) {
 	assert.Equal(t, "exited", file0.State)
 	require.NotNil(t, file0.ExitCode)
 	assert.Equal(t, 0, *file0.ExitCode)
-	assert.Equal(t, "terminated", file0.Reason)
+	assert.Equal(t, "terminated by SIGTERM", file0.Reason)
 }
 
 func TestWorkerRendezvousRejects(t *testing.T) {

@@ -26,8 +26,8 @@ func usageErrorf(format string, a ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, a...)}
 }
 
-// exitCode is the one place that turns an error into an exit code. It prints
-// the error (unless it was already reported) to stderr.
+// exitCode prints the error (unless it was already reported) to stderr and
+// returns the process exit code.
 func exitCode(stderr io.Writer, err error) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return exitOK
@@ -35,6 +35,14 @@ func exitCode(stderr io.Writer, err error) int {
 	var reported interface{ Reported() bool }
 	if !(errors.As(err, &reported) && reported.Reported()) {
 		fmt.Fprintf(stderr, "wideep-launch: %v\n", err)
+	}
+	return codeOf(err)
+}
+
+// codeOf is the one place that turns an error into an exit code.
+func codeOf(err error) int {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return exitOK
 	}
 	var (
 		ue  *usageError

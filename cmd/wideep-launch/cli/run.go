@@ -134,6 +134,7 @@ func runRun(sys System, args []string) error {
 		Output:            sys.Stdout,
 		Signals:           sigs,
 		Now:               sys.Now,
+		ExitCode:          codeOf,
 	}
 	return rt.Run(context.Background())
 }

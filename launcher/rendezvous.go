@@ -167,7 +167,7 @@ type RendezvousServer struct {
 	// deliver a verdict that is still queued.
 	writers sync.WaitGroup
 	once    sync.Once
-	stop  func() bool
+	stop    func() bool
 
 	mu          sync.Mutex
 	closed      bool

@@ -37,6 +37,7 @@ test-unit:
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/
 	bash launcher/bench/overhead.sh $(BIN)
+	bash launcher/bench/lab.sh $(BIN)
 
 bench-hostlist: deps
 	bash slurm/hostlistbench/bench.sh

@@ -52,8 +52,10 @@ step "6. scancel $JOB: every launcher forwards SIGTERM, waits, reaps"
 scancel "$JOB"
 for _ in $(seq 1 600); do squeue -h -j "$JOB" 2>/dev/null | grep -q . || break; sleep 0.1; done
 scontrol show job "$JOB" | grep -o 'JobState=[A-Z]* Reason=[^ ]*'
-grep -h -A12 '^startup timeline of all' "$OUT" || true
-grep -h '^timeline node' "$OUT" | sort -t' ' -k3n || true
+cat "$WORK/logs/$JOB/timeline.txt" 2>/dev/null || true
+# Each node's own timeline, from its launcher log (stdout lines written while
+# Slurm tears a cancelled step down can be lost; the log file keeps them).
+grep -ho 'timeline node [^"]*' "$WORK/logs/$JOB"/*.launcher.log | sort -t' ' -k3n || true
 
 step "7. no process left on any node"
 left=0

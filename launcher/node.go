@@ -53,6 +53,7 @@ type NodeRuntime struct {
 	ExitCode func(error) int
 
 	log      zerolog.Logger
+	started  time.Time
 	phases   []PhaseTiming
 	logFiles []io.Closer
 }
@@ -84,6 +85,7 @@ func (e *reportedError) Reported() bool { return true }
 
 func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	n.defaults()
+	n.started = n.Now()
 	env := n.Slurm
 	idx, host := env.NodeIndex, env.Host
 	jobDir := filepath.Join(n.Spec.LogDir, env.JobID)
@@ -99,7 +101,11 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	// just cancels whatever phase is in progress.
 	var sup *Supervisor
 	var supMu sync.Mutex
-	go n.watchSignals(ctx, cancel, func() *Supervisor { supMu.Lock(); defer supMu.Unlock(); return sup })
+	// Closed after the teardown defers below have run, so signals are still
+	// forwarded while processes stop.
+	sigDone := make(chan struct{})
+	defer close(sigDone)
+	go n.watchSignals(ctx, cancel, sigDone, func() *Supervisor { supMu.Lock(); defer supMu.Unlock(); return sup })
 
 	defer func() {
 		n.printTimeline(n.Output, idx, host)
@@ -195,7 +201,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if server != nil {
-			n.printAllTimelines(server)
+			n.printAllTimelines(server, jobDir)
 			server.Close()
 		}
 		client.Close()
@@ -381,9 +387,15 @@ func (n *NodeRuntime) causeOr(ctx context.Context, err error) error {
 	return err
 }
 
-func (n *NodeRuntime) watchSignals(ctx context.Context, cancel context.CancelCauseFunc, sup func() *Supervisor) {
+func (n *NodeRuntime) watchSignals(ctx context.Context, cancel context.CancelCauseFunc, done <-chan struct{}, sup func() *Supervisor) {
 	for {
-		sig, ok := <-n.Signals
+		var sig os.Signal
+		var ok bool
+		select {
+		case <-done:
+			return
+		case sig, ok = <-n.Signals:
+		}
 		if !ok {
 			return
 		}
@@ -489,7 +501,8 @@ func (n *NodeRuntime) logEnd(idx int, host string, err error) {
 		n.log.Error().Str("process", ee.Process).Int("exit_code", code).
 			Msgf("NODE FAILED: node %d (%s): %s", idx, host, err)
 	default:
-		n.log.Error().Err(err).Int("exit_code", code).Msgf("NODE FAILED: node %d (%s)", idx, host)
+		// The error in the message, not a field: the console shows its lines as lines.
+		n.log.Error().Int("exit_code", code).Msgf("NODE FAILED: node %d (%s): %v", idx, host, err)
 	}
 }
 

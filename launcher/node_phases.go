@@ -105,7 +105,7 @@ func (n *NodeRuntime) healthGate(ctx context.Context, cancel context.CancelCause
 	progress := func(elapsed time.Duration, missing string) {
 		n.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
 	}
-	took, err := WaitReady(ctx, n.HTTP, plan.Frontend, exp, progress, n.HealthProgress, n.HealthTimeout)
+	_, err := WaitReady(ctx, n.HTTP, plan.Frontend, exp, progress, n.HealthProgress, n.HealthTimeout)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -114,7 +114,7 @@ func (n *NodeRuntime) healthGate(ctx context.Context, cancel context.CancelCause
 		return
 	}
 	line := fmt.Sprintf("READY %s model=%s prefill=%d decode=%d after %s",
-		plan.Frontend, plan.Model, exp.Prefill, exp.Decode, took.Round(time.Millisecond))
+		plan.Frontend, plan.Model, exp.Prefill, exp.Decode, n.Now().Sub(n.started).Round(time.Millisecond))
 	n.log.Info().Msg(line)
 	fmt.Fprintln(n.Output, line)
 	if err := publishFile(filepath.Join(jobDir, "endpoint"), []byte(plan.Frontend+"\n")); err != nil {
@@ -135,6 +135,9 @@ func (n *NodeRuntime) printTimeline(w io.Writer, idx int, host string) {
 	if kb := peakRSSKiB(); kb > 0 {
 		fmt.Fprintf(&b, " launcher_peak_rss=%.1fMiB", float64(kb)/1024)
 	}
+	// Also in the launcher's log file: under scancel, Slurm may drop the last
+	// lines a task writes to stdout.
+	n.log.Info().Str("timeline", b.String()).Msg("timeline")
 	b.WriteByte('\n')
 	fmt.Fprint(w, b.String())
 }
@@ -158,7 +161,7 @@ func peakRSSKiB() int {
 
 // printAllTimelines prints, on node 0, the startup phases of every node as
 // they reported them through the rendezvous.
-func (n *NodeRuntime) printAllTimelines(s *RendezvousServer) {
+func (n *NodeRuntime) printAllTimelines(s *RendezvousServer, jobDir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	all := s.Timelines(ctx)
@@ -197,7 +200,12 @@ func (n *NodeRuntime) printAllTimelines(s *RendezvousServer) {
 		fmt.Fprint(tw, "\t\n")
 	}
 	tw.Flush()
-	fmt.Fprintf(n.Output, "startup timeline of all %d nodes (as reported to node 0):\n%s", len(idxs), b.String())
+	text := fmt.Sprintf("startup timeline of all %d nodes (as reported to node 0):\n%s", len(idxs), b.String())
+	fmt.Fprint(n.Output, text)
+	// Also as a file: under scancel, Slurm may drop a task's last stdout lines.
+	if err := publishFile(filepath.Join(jobDir, "timeline.txt"), []byte(text)); err != nil {
+		n.log.Warn().Err(err).Msg("writing the timeline file")
+	}
 }
 
 func fmtDur(d time.Duration) string {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/spf13/pflag"
+
+	"github.com/wideep/wideep-launch/launcher"
 )
 
 // newFlagSet makes a command's flag set. Usage output goes to stdout for
@@ -41,10 +43,8 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // EnvName is the WIDEEP_* variable that backs a flag: --health-timeout is
-// WIDEEP_HEALTH_TIMEOUT.
-func EnvName(flag string) string {
-	return "WIDEEP_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
+// WIDEEP_HEALTH_TIMEOUT. The launcher's deployment flags use the same rule.
+var EnvName = launcher.EnvName
 
 // applyEnvDefaults gives every flag the user did not set on the command line
 // the value of its WIDEEP_* variable, so precedence is flag > env > default

@@ -75,7 +75,7 @@ func runRun(sys System, args []string) error {
 	}
 	if *role != "auto" {
 		if _, err := launcher.ParseRole(*role); err != nil {
-			return usageErrorf("--role: %v (or auto)", err)
+			return usageErrorf("--role %q (or %s): want auto, prefill, decode or infra", *role, EnvName("role"))
 		}
 	}
 	if *grace <= 0 {

@@ -3,8 +3,6 @@ package cli
 import (
 	"fmt"
 	"runtime"
-
-	"github.com/spf13/pflag"
 )
 
 func init() {
@@ -22,5 +20,3 @@ func runVersion(sys System, args []string) error {
 	_, err := fmt.Fprintf(sys.Stdout, "wideep-launch %s (%s %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return err
 }
-
-var _ = pflag.ErrHelp

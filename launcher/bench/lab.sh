@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Figures from the real 8-node lab (make bench): a simulated deployment is
+# submitted ROUNDS times; for each it reports the rendezvous release latency
+# (node 0's "rendezvous complete" → the last node's "all nodes joined", from
+# the nodes' JSON logs, one clock since the lab is one machine), the time from
+# sbatch to READY, from scancel to the job leaving squeue, and the launchers'
+# peak RSS. Prints figures; asserts nothing about speed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=$(realpath "${1:-$ROOT/bin/wideep-launch}")
+ROUNDS=${ROUNDS:-3}
+export SLURM_LAB_DIR=${SLURM_LAB_DIR:-/tmp/wideep-bench-lab}
+export SLURM_LAB_NET=${SLURM_LAB_NET:-wbench}
+export SLURM_LAB_SUBNET=${SLURM_LAB_SUBNET:-10.213.78}
+export SLURM_LAB_CTLD_PORT=${SLURM_LAB_CTLD_PORT:-18917}
+WORK=$(mktemp -d /tmp/wideep-bench.XXXXXX)
+bash "$ROOT/slurm/lab/up.sh" > "$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log"; exit 1; }
+trap 'bash "$ROOT/slurm/lab/down.sh" > "$WORK/down.log" 2>&1' EXIT
+export SLURM_CONF=$SLURM_LAB_DIR/etc/slurm.conf
+cd "$WORK"
+
+epoch() { date -d "$1" +%s.%N; }
+# time of the first JSON log line in files $2.. whose message is $1
+first_time() { local msg=$1; shift; grep -h "\"message\":\"$msg\"" "$@" | sed -n 's/.*"time":"\([^"]*\)".*/\1/p'; }
+
+printf '%-6s %14s %14s %14s %16s\n' round "release (ms)" "to READY (s)" "scancel (s)" "peak RSS (MiB)"
+for r in $(seq 1 "$ROUNDS"); do
+  t0=$(date +%s.%N)
+  job=$(LAUNCHER=$BIN WIDEEP_SIM_WORK=$WORK/r$r WIDEEP_GRACE=3s WIDEEP_LOG_FORMAT=json sbatch --parsable -N 8 "$ROOT/examples/wideep-sim.sbatch")
+  logs=$WORK/r$r/logs/$job
+  for _ in $(seq 1 1200); do [ -s "$logs/endpoint" ] && break; sleep 0.05; done
+  [ -s "$logs/endpoint" ] || { echo "round $r: no READY"; tail -30 "$WORK/wideep-sim-$job.out"; exit 1; }
+  t1=$(date +%s.%N)
+  complete=$(epoch "$(first_time 'rendezvous complete: address table sent to every node' "$logs"/*.launcher.log)")
+  last=$(for t in $(first_time 'all nodes joined' "$logs"/*.launcher.log); do epoch "$t"; done | sort -n | tail -1)
+  scancel "$job"; t2=$(date +%s.%N)
+  for _ in $(seq 1 600); do squeue -h -j "$job" | grep -q . || break; sleep 0.05; done
+  t3=$(date +%s.%N)
+  rss=$( (grep -ho "launcher_peak_rss=[0-9.]*" "$logs"/*.launcher.log || true) | cut -d= -f2 | sort -n | tail -1)
+  awk -v r="$r" -v c="$complete" -v l="$last" -v a="$t0" -v b="$t1" -v s="$t2" -v e="$t3" -v m="$rss" \
+    'BEGIN{printf "%-6s %14.2f %14.2f %14.2f %16s\n", r, (l-c)*1000, b-a, e-s, m}'
+done
+echo "(release: last node holding the address table after node 0 saw the last arrival; target <= 50 ms)"

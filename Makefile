@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/wideep/wideep-launch/cmd/wideep-launch/cli.Vers
 # Debian packages the tests use for real components (see README "What is real").
 DEB_PKGS  := curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps
 
-.PHONY: all build test test-unit test-e2e bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
+.PHONY: all build test test-e2e bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
 
 all: build
 
@@ -30,9 +30,11 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -race -timeout 10m ./launcher/... ./cmd/wideep-launch/cli/
 
-test-unit:
-	$(GO) test -count=1 -short ./...
+# Only the end-to-end jobs on the local 8-node Slurm.
+test-e2e: deps
+	$(GO) test -count=1 -timeout 20m -v -run 'TestE2E' ./cmd/wideep-launch/
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/

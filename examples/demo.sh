@@ -58,13 +58,19 @@ cat "$WORK/logs/$JOB/timeline.txt" 2>/dev/null || true
 grep -ho 'timeline node [^"]*' "$WORK/logs/$JOB"/*.launcher.log | sort -t' ' -k3n || true
 
 step "7. no process left on any node"
-left=0
-for ns in $(awk '$1=="netns"{print $2}' "$SLURM_LAB_DIR/net"); do
-  for pid in $(ip netns pids "$ns"); do
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
-    case "$comm" in slurmd|slurmstepd) ;; *) echo "  $ns: $pid $comm"; left=$((left + 1));; esac
+# slurmstepd may still be reaping the step for a moment after the job left squeue.
+count_left() {
+  local n=0 ns pid st
+  for ns in $(awk '$1=="netns"{print $2}' "$SLURM_LAB_DIR/net"); do
+    for pid in $(ip netns pids "$ns"); do
+      st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || continue
+      [ "$st" = Z ] && continue
+      case "$(cat "/proc/$pid/comm" 2>/dev/null)" in slurmd|slurmstepd) ;; *) n=$((n + 1));; esac
+    done
   done
-done
+  echo "$n"
+}
+for _ in $(seq 1 150); do left=$(count_left); [ "$left" -eq 0 ] && break; sleep 0.1; done
 echo "processes left besides slurmd: $left"
 
 step "8. tearing the cluster down"

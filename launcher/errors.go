@@ -26,6 +26,11 @@ func (e *ExitError) Error() string {
 	if e.Signal != "" {
 		return fmt.Sprintf("node %d (%s): process %s killed by %s (exit code %d)", e.Node, e.Host, e.Process, e.Signal, e.Code)
 	}
+	if e.Code == 0 {
+		// Services run until the job ends; a clean exit is still the end of
+		// the deployment, and must not look like success to srun.
+		return fmt.Sprintf("node %d (%s): process %s exited with code 0, but it should serve until the job ends", e.Node, e.Host, e.Process)
+	}
 	return fmt.Sprintf("node %d (%s): process %s exited with code %d", e.Node, e.Host, e.Process, e.Code)
 }
 

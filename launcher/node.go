@@ -27,6 +27,9 @@ type NodeRuntime struct {
 	Slurm *slurm.Env
 	// Role is "auto" or the role the user asserts this node has.
 	Role string
+	// RendezvousHost is how the nodes reach node 0; "" is its Slurm node
+	// name, which must then resolve on every node.
+	RendezvousHost string
 
 	Grace             time.Duration
 	HealthTimeout     time.Duration
@@ -35,6 +38,9 @@ type NodeRuntime struct {
 	PrecompileTimeout time.Duration
 	// HealthProgress is how often node 0 says what the deployment still waits for.
 	HealthProgress time.Duration
+	// StopSettle is how long a node whose rendezvous broke waits for its own
+	// stop signal before it calls the break a failure.
+	StopSettle time.Duration
 
 	// Self is this binary, re-executed as `Self sim <argv>` in simulation.
 	Self      string
@@ -91,14 +97,34 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	jobDir := filepath.Join(n.Spec.LogDir, env.JobID)
 	n.log = n.newLogger(jobDir, idx, host)
 	defer n.closeLogs()
+	// A requeued job keeps its id: a consumer must not find the last run's URL.
+	_ = os.Remove(filepath.Join(jobDir, "endpoint"))
+
+	var offline *Plan
+	planErr := n.phase("plan", func() error {
+		var err error
+		offline, err = NewPlan(n.Spec, env.JobID, env.Nodes, nil)
+		if err != nil {
+			return err
+		}
+		me := offline.Nodes[idx]
+		// Every line from here on carries the role.
+		n.log = n.log.With().Str("role", string(me.Role)).Logger()
+		if n.Role != "auto" && Role(n.Role) != me.Role {
+			return &ConfigError{Err: fmt.Errorf("--role %s, but the plan gives node %d (%s) the role %s (worker %d, node rank %d); "+
+				"use --role auto or fix the layout flags", n.Role, idx, host, me.Role, me.Worker, me.NodeRank)}
+		}
+		return nil
+	})
 	n.log.Info().Int("nodes", len(env.Nodes)).Str("nodelist", slurm.Compress(env.Nodes)).Bool("simulate", n.Spec.Simulate).
 		Msg("wideep-launch starting")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	// Signals are watched from the start; until processes run, a stop signal
-	// just cancels whatever phase is in progress.
+	// Signals are watched from here on (they queue in the channel until
+	// then); until processes run, a stop signal just cancels the phase in
+	// progress.
 	var sup *Supervisor
 	var supMu sync.Mutex
 	// Closed after the teardown defers below have run, so signals are still
@@ -111,23 +137,8 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 		n.printTimeline(n.Output, idx, host)
 		n.logEnd(idx, host, err)
 	}()
-
-	var offline *Plan
-	if err := n.phase("plan", func() error {
-		var err error
-		offline, err = NewPlan(n.Spec, env.JobID, env.Nodes, nil)
-		if err != nil {
-			return err
-		}
-		me := offline.Nodes[idx]
-		if n.Role != "auto" && Role(n.Role) != me.Role {
-			return &ConfigError{Err: fmt.Errorf("--role %s, but the plan gives node %d (%s) the role %s (worker %d, node rank %d); "+
-				"use --role auto or fix the layout flags", n.Role, idx, host, me.Role, me.Worker, me.NodeRank)}
-		}
-		n.log = n.log.With().Str("role", string(me.Role)).Logger()
-		return nil
-	}); err != nil {
-		return err
+	if planErr != nil {
+		return planErr
 	}
 	me := offline.Nodes[idx]
 
@@ -161,7 +172,11 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 			JobID: env.JobID, Token: JobToken(n.LookupEnv, env.JobID, env.StepID),
 			Size: len(env.Nodes), Hosts: env.Nodes, Deadline: n.RendezvousTimeout, Log: n.log,
 		}
-		target := net.JoinHostPort(env.Nodes[0], fmt.Sprint(offline.RendezvousPort))
+		rvHost := env.Nodes[0]
+		if n.RendezvousHost != "" {
+			rvHost = n.RendezvousHost
+		}
+		target := net.JoinHostPort(rvHost, fmt.Sprint(offline.RendezvousPort))
 		if idx == 0 {
 			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", offline.RendezvousPort))
 			if err != nil {
@@ -193,11 +208,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 		if server != nil {
 			server.Close()
 		}
-		var ce *ConfigError
-		if errors.As(err, &ce) {
-			return err
-		}
-		return n.causeOr(ctx, err)
+		return n.settle(ctx, err)
 	}
 	defer func() {
 		if server != nil {
@@ -227,11 +238,18 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	sup = s
 	supMu.Unlock()
 	go n.watchExits(ctx, cancel, s)
+	var gate sync.WaitGroup
 	defer func() {
-		exits := s.Shutdown(shutdownReason(ctx))
-		for _, e := range exits {
-			n.log.Debug().Str("process", e.Name).Int("code", ExitCodeOf(e)).Msg("process ended")
-		}
+		_ = n.phase("teardown", func() error {
+			exits := s.Shutdown(shutdownReason(ctx))
+			for _, e := range exits {
+				n.log.Debug().Str("process", e.Name).Int("code", ExitCodeOf(e)).Msg("process ended")
+			}
+			// The gate must not announce READY for processes already stopped.
+			gate.Wait()
+			n.removeLocalDir(plan)
+			return nil
+		})
 	}()
 
 	procs := n.runnable(me.Processes)
@@ -262,7 +280,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 		defer bcancel()
 		return client.Barrier(bctx, "infra", problem)
 	}); err != nil {
-		return n.causeOr(ctx, err)
+		return n.settle(ctx, err)
 	}
 
 	if err := n.phase("precompile", func() error {
@@ -280,7 +298,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 		defer bcancel()
 		return client.Barrier(bctx, "precompile", problem)
 	}); err != nil {
-		return n.causeOr(ctx, err)
+		return n.settle(ctx, err)
 	}
 
 	if err := n.phase("start", func() error {
@@ -302,7 +320,11 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 
 	serveStart := n.Now()
 	if idx == 0 {
-		go n.healthGate(ctx, cancel, plan, jobDir)
+		gate.Add(1)
+		go func() {
+			defer gate.Done()
+			n.healthGate(ctx, cancel, plan, jobDir)
+		}()
 	}
 	<-ctx.Done()
 	n.phases = append(n.phases, PhaseTiming{Name: "serve", Start: serveStart, Duration: n.Now().Sub(serveStart)})
@@ -325,6 +347,9 @@ func (n *NodeRuntime) defaults() {
 	if n.HTTP == nil {
 		n.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
+	if n.StopSettle == 0 {
+		n.StopSettle = 2 * time.Second
+	}
 	if n.HealthProgress == 0 {
 		n.HealthProgress = 30 * time.Second
 	}
@@ -346,11 +371,19 @@ func (n *NodeRuntime) defaults() {
 // every line carrying job, node index, host (and role, once known).
 func (n *NodeRuntime) newLogger(jobDir string, idx int, host string) zerolog.Logger {
 	out := n.LogWriter
-	if err := os.MkdirAll(jobDir, 0o755); err == nil {
-		if f, err := os.OpenFile(filepath.Join(jobDir, host+".launcher.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
-			n.logFiles = append(n.logFiles, f)
-			out = zerolog.MultiLevelWriter(n.LogWriter, f)
-		}
+	path := filepath.Join(jobDir, host+".launcher.log")
+	var file *os.File
+	err := os.MkdirAll(jobDir, 0o755)
+	if err == nil {
+		file, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	}
+	if err == nil {
+		n.logFiles = append(n.logFiles, file)
+		out = zerolog.MultiLevelWriter(n.LogWriter, file)
+	} else {
+		// The preflight reports an unwritable log dir to every node; this says
+		// why this node's own log file is missing.
+		fmt.Fprintf(n.LogWriter, "wideep-launch: no launcher log file %s: %v\n", path, err)
 	}
 	return zerolog.New(out).Level(n.LogLevel).With().Timestamp().
 		Str("job", n.Slurm.JobID).Int("node", idx).Str("host", host).Logger()
@@ -374,6 +407,28 @@ func (n *NodeRuntime) phase(name string, fn func() error) error {
 	}
 	ev.Str("phase", name).Dur("duration", d).Msg("phase done")
 	return err
+}
+
+
+// settle handles a rendezvous or barrier that failed without a verdict from
+// node 0 (connection lost). When the job is being stopped, node 0 often gets
+// Slurm's SIGTERM a moment before this node does: wait briefly for our own,
+// so the node reports "stopped", not a failure. A verdict (a preflight
+// failure: ConfigError) is final at once.
+func (n *NodeRuntime) settle(ctx context.Context, err error) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if ctx.Err() == nil {
+		t := time.NewTimer(n.StopSettle)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return n.causeOr(ctx, err)
 }
 
 // causeOr prefers the reason the node was stopped (a signal, a process exit)
@@ -400,17 +455,16 @@ func (n *NodeRuntime) watchSignals(ctx context.Context, cancel context.CancelCau
 			return
 		}
 		ss, _ := sig.(syscall.Signal)
-		// Before processes exist there is nothing to forward to; the policy
-		// still decides whether the node stops. Forwarding goes on during
-		// teardown: Slurm may signal again.
-		stop := StopsNode(ss)
-		if s := sup(); s != nil {
-			stop = s.HandleSignal(sig)
-		}
-		if stop && ctx.Err() == nil {
+		// The stop is recorded before anything is forwarded: a process that
+		// dies of the forwarded signal must not look like a crash.
+		if StopsNode(ss) && ctx.Err() == nil {
 			n.log.Warn().Str("signal", signalName(ss)).
 				Msg("stop requested by signal (scancel, time limit, or another node failed under --kill-on-bad-exit)")
 			cancel(stopBySignal{ss})
+		}
+		// Forwarding goes on during teardown: Slurm may signal again.
+		if s := sup(); s != nil {
+			s.HandleSignal(sig)
 		}
 	}
 }
@@ -573,6 +627,12 @@ func publishFile(path string, data []byte) error {
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
+		return err
+	}
+	// CreateTemp makes 0600 files; these are for the job's users to read.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return err
 	}
 	tmp := f.Name()

@@ -56,9 +56,15 @@ func (n *NodeRuntime) startInfra(ctx context.Context, s *Supervisor, plan *Plan,
 		if err := writeFiles(planned[p.Name].Files); err != nil {
 			return fmt.Errorf("writing files for %s: %w", p.Name, err)
 		}
-		// etcd refuses a data dir left by an earlier job with another cluster id.
 		if p.Name == ProcEtcd {
-			_ = os.RemoveAll(n.Spec.etcdDataDir(plan.JobID))
+			// etcd keeps its data in <data-dir>/member. Data left there by an
+			// earlier job (job ids restart on a new cluster, and a crashed job
+			// skips the cleanup) would serve that job's worker registrations,
+			// and node 0 could announce READY for workers that do not exist.
+			member := filepath.Join(n.Spec.etcdDataDir(plan.JobID), "member")
+			if err := os.RemoveAll(member); err != nil {
+				return fmt.Errorf("clearing stale etcd data %s: %w", member, err)
+			}
 		}
 		if err := s.Start(p); err != nil {
 			return fmt.Errorf("starting %s: %w", p.Name, err)
@@ -66,6 +72,20 @@ func (n *NodeRuntime) startInfra(ctx context.Context, s *Supervisor, plan *Plan,
 	}
 	wctx, cancel := context.WithTimeout(ctx, n.InfraTimeout)
 	defer cancel()
+	// External services are checked too: a typo in --etcd-endpoints must
+	// stop the job here, not after every worker has started.
+	if n.Spec.EtcdEndpoints != "" {
+		if err := WaitEtcd(wctx, n.Spec.EtcdEndpoints); err != nil {
+			return fmt.Errorf("external etcd --etcd-endpoints %s not reachable from node %d (%s): %w", n.Spec.EtcdEndpoints, me.Index, me.Host, err)
+		}
+		n.log.Info().Str("endpoints", n.Spec.EtcdEndpoints).Msg("external etcd ready")
+	}
+	if n.Spec.NATSServer != "" && !n.Spec.NoNATS {
+		if err := WaitNATS(wctx, n.Spec.NATSServer); err != nil {
+			return fmt.Errorf("external NATS --nats-server %s not reachable from node %d (%s): %w", n.Spec.NATSServer, me.Index, me.Host, err)
+		}
+		n.log.Info().Str("server", n.Spec.NATSServer).Msg("external NATS ready")
+	}
 	if _, ok := planned[ProcEtcd]; ok {
 		ep := fmt.Sprintf("http://%s", net.JoinHostPort(me.Addr, fmt.Sprint(n.Spec.EtcdClientPort)))
 		if err := WaitEtcd(wctx, ep); err != nil {
@@ -81,6 +101,20 @@ func (n *NodeRuntime) startInfra(ctx context.Context, s *Supervisor, plan *Plan,
 		n.log.Info().Str("addr", addr).Msg("NATS ready")
 	}
 	return nil
+}
+
+// removeLocalDir deletes the infra node's node-local scratch (etcd data,
+// JetStream store) after the job, but only a directory that is this job's
+// own: one whose path the job id made unique.
+func (n *NodeRuntime) removeLocalDir(plan *Plan) {
+	me := plan.Nodes[n.Slurm.NodeIndex]
+	if !me.Infra || !strings.Contains(n.Spec.LocalDir, "%j") {
+		return
+	}
+	dir := n.Spec.localDir(plan.JobID)
+	if err := os.RemoveAll(dir); err != nil {
+		n.log.Warn().Err(err).Str("dir", dir).Msg("removing node-local scratch")
+	}
 }
 
 // runOneshot runs a process that must finish before the services start.

@@ -156,8 +156,12 @@ var signalPolicy = []struct {
 	sig           syscall.Signal
 	forward, stop bool
 }{
-	{syscall.SIGTERM, true, true}, // scancel, time limit, --kill-on-bad-exit
-	{syscall.SIGINT, true, true},
+	// scancel, time limit, --kill-on-bad-exit, Ctrl-C: the stop's own
+	// SIGTERM (Shutdown) is the only one the processes get. Forwarding it too
+	// would deliver two SIGTERMs microseconds apart, and servers that treat
+	// a second SIGTERM as "force quit now" would skip their graceful path.
+	{syscall.SIGTERM, false, true},
+	{syscall.SIGINT, false, true},
 	{syscall.SIGHUP, true, false},
 	{syscall.SIGQUIT, true, false},
 	// sbatch --signal=USR1@T comes T s before the time limit (and USR1/USR2
@@ -194,10 +198,10 @@ func ForwardSignals() []os.Signal {
 }
 
 // HandleSignal applies signalPolicy to a signal the launcher received: it
-// forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 to every process
-// group and ignores SIGCONT. stop is true for SIGTERM, SIGINT and SIGUSR1: the
-// caller then calls Shutdown, which follows up with SIGTERM and SIGKILL after
-// Grace (so after SIGINT the children also receive SIGTERM).
+// forwards SIGHUP, SIGQUIT and SIGUSR2 to every process group and ignores
+// SIGCONT. stop is true for SIGTERM, SIGINT and SIGUSR1, which are not
+// forwarded: the caller then calls Shutdown, which sends the one SIGTERM and
+// SIGKILL after Grace.
 func (s *Supervisor) HandleSignal(sig os.Signal) (stop bool) {
 	ss, ok := sig.(syscall.Signal)
 	if !ok {

@@ -288,7 +288,7 @@ func TestSupervisorSignalPolicy(t *testing.T) {
 	require.NoError(t, s.Start(workerSpec(t, "worker", "-ready", filepath.Join(dir, "ready"), "-record", record, "-term-exit", "7")))
 	pid := waitPid(t, filepath.Join(dir, "ready"))
 
-	// In order: SIGTERM makes the worker exit, so it comes last.
+	// No stop signal is forwarded: the worker runs until Shutdown.
 	for _, tc := range []struct {
 		sig           syscall.Signal
 		forward, stop bool
@@ -298,8 +298,8 @@ func TestSupervisorSignalPolicy(t *testing.T) {
 		{syscall.SIGUSR2, true, false},
 		{syscall.SIGHUP, true, false},
 		{syscall.SIGQUIT, true, false},
-		{syscall.SIGINT, true, true},
-		{syscall.SIGTERM, true, true},
+		{syscall.SIGINT, false, true},
+		{syscall.SIGTERM, false, true},
 	} {
 		name := unix.SignalName(tc.sig)
 		t.Run(name, func(t *testing.T) {
@@ -317,11 +317,16 @@ func TestSupervisorSignalPolicy(t *testing.T) {
 			}, waitTimeout, 5*time.Millisecond, "the worker never got %s", name)
 		})
 	}
-	e := recvExit(t, s.Exits())
-	assert.Equal(t, 7, ExitCodeOf(e), "the worker's own code after SIGTERM")
+	// The stop's one SIGTERM comes from Shutdown.
+	exits := s.Shutdown("stop")
+	require.Len(t, exits, 1)
+	assert.Equal(t, 7, ExitCodeOf(exits[0]), "the worker's own code after SIGTERM")
 	b, err := os.ReadFile(record)
 	require.NoError(t, err)
-	assert.NotContains(t, strings.Fields(string(b)), "SIGCONT")
+	got := strings.Fields(string(b))
+	assert.NotContains(t, got, "SIGCONT")
+	assert.NotContains(t, got, "SIGINT")
+	assert.Equal(t, 1, strings.Count(string(b), "SIGTERM"), "exactly one SIGTERM: %v", got)
 }
 
 func slicesContains(list []string, s string) bool {
@@ -623,7 +628,7 @@ func TestSuperviseOne(t *testing.T) {
 				sigs <- syscall.SIGUSR2
 				sigs <- syscall.SIGINT
 			},
-			code: 7, want: []string{"SIGUSR2", "SIGINT", "SIGTERM"},
+			code: 7, want: []string{"SIGUSR2", "SIGTERM"},
 		},
 		"SIGUSR1 (time limit near) stops with SIGTERM only": {
 			stop: func(_ context.CancelFunc, sigs chan<- os.Signal) { sigs <- syscall.SIGUSR1 },

@@ -248,7 +248,28 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 			r := readRecord(t, j.recordDir(), pn.Host, pn.Role)
 			assert.Equal(t, "exited", r.State, "%s worker state", pn.Host)
 			assert.Contains(t, r.Reason, "SIGTERM", "%s worker stopped by SIGTERM", pn.Host)
-			assert.Contains(t, j.launcherLog(pn.Host), "did not fail", "%s says it was stopped", pn.Host)
+			log := j.launcherLog(pn.Host)
+			assert.Contains(t, log, "did not fail", "%s says it was stopped", pn.Host)
+			assert.Contains(t, log, `"exit_code":143`, "%s exits 128+SIGTERM", pn.Host)
+		}
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("scancel_during_precompile", func(t *testing.T) {
+		// Node 0 may get Slurm's SIGTERM before the others and drop the
+		// rendezvous; they must still say "stopped", not fail.
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_PRECOMPILE_DELAY": "60s"})
+		require.Eventually(t, func() bool {
+			logs, _ := filepath.Glob(filepath.Join(j.logDir(), "*.precompile.log"))
+			return len(logs) == len(nodes)
+		}, 60*time.Second, 50*time.Millisecond, "every node started its precompile")
+		require.NoError(t, c.Cancel(j.id))
+		job := j.wait(60 * time.Second)
+		assert.Equal(t, "CANCELLED", job.State)
+		for _, h := range nodes {
+			log := j.launcherLog(h)
+			assert.Contains(t, log, "did not fail", "%s says it was stopped", h)
+			assert.NotContains(t, log, "NODE FAILED", "%s did not fail", h)
 		}
 		assertNoLeftovers(t, c)
 	})
@@ -258,7 +279,12 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node6:serve=1s:3"})
 		job := j.wait(60 * time.Second)
 		assert.NotEqual(t, "COMPLETED", job.State)
-		assert.NotZero(t, job.ExitCode, "batch script exit code")
+		// srun --kill-on-bad-exit reports the highest code of all tasks (the
+		// stopped launchers' 143, or 137 for tasks Slurm SIGKILLed), not the
+		// failing task's 3: hence the loud log line on node 5.
+		assert.NotZero(t, job.ExitCode, "batch script exit code (srun's)")
+		assert.NotEqual(t, 3, job.ExitCode, "srun does not report the failing task's code")
+		assert.Contains(t, j.stdout(), "node6: task 5: Exited with exit code 3", "srun names the failing task")
 		failLog := j.launcherLog("node6")
 		assert.Contains(t, failLog, "NODE FAILED: node 5 (node6)")
 		assert.Contains(t, failLog, `"exit_code":3`)
@@ -311,7 +337,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 	})
 
 	t.Run("health_timeout_names_missing_decode", func(t *testing.T) {
-		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node5:noregister", "WIDEEP_HEALTH_TIMEOUT": "8s"})
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node5:noregister", "WIDEEP_HEALTH_TIMEOUT": "15s"})
 		job := j.wait(90 * time.Second)
 		assert.NotEqual(t, "COMPLETED", job.State)
 		log := j.launcherLog("node1")

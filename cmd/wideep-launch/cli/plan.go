@@ -57,8 +57,12 @@ func runPlan(sys System, args []string) error {
 			return err
 		}
 		hosts, spec.NodeSource = h, "--nodelist"
-		if v, ok := sys.LookupEnv("SLURM_GPUS_ON_NODE"); ok {
-			slurmGPUs, _ = strconv.Atoi(v)
+		if v, ok := sys.LookupEnv("SLURM_GPUS_ON_NODE"); ok && v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return usageErrorf("SLURM_GPUS_ON_NODE=%q: want a number of GPUs (or pass --gpus-per-node)", v)
+			}
+			slurmGPUs = n
 		}
 		if *jobID == "" {
 			*jobID, _ = sys.LookupEnv("SLURM_JOB_ID")

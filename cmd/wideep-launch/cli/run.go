@@ -58,6 +58,7 @@ func runRun(sys System, args []string) error {
 	simulate := fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
 	grace := fs.Duration("grace", 20*time.Second, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
 	healthTimeout := fs.Duration("health-timeout", 60*time.Minute, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
+	rvHost := fs.String("rendezvous-host", "", "address or name the nodes use to reach node 0 (empty: its Slurm node name, which must resolve on every node) (env "+EnvName("rendezvous-host")+")")
 	rvTimeout := fs.Duration("rendezvous-timeout", launcher.DefaultRendezvousDeadline, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
 	infraTimeout := fs.Duration("infra-timeout", 5*time.Minute, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
 	precompileTimeout := fs.Duration("precompile-timeout", 90*time.Minute, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
@@ -121,6 +122,7 @@ func runRun(sys System, args []string) error {
 		Spec:              spec,
 		Slurm:             env,
 		Role:              *role,
+		RendezvousHost:    *rvHost,
 		Grace:             *grace,
 		HealthTimeout:     *healthTimeout,
 		RendezvousTimeout: *rvTimeout,

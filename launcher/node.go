@@ -409,7 +409,6 @@ func (n *NodeRuntime) phase(name string, fn func() error) error {
 	return err
 }
 
-
 // settle handles a rendezvous or barrier that failed without a verdict from
 // node 0 (connection lost). When the job is being stopped, node 0 often gets
 // Slurm's SIGTERM a moment before this node does: wait briefly for our own,

@@ -1,9 +1,7 @@
 package slurm
 
 import (
-	"bufio"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +9,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/slurm/slurmtest"
 )
 
 // The fixtures are real SLURM_* environments measured on Slurm 22.05.8
@@ -25,21 +25,7 @@ const (
 // loadEnv reads a fixture of NAME=value lines; '#' lines are comments.
 func loadEnv(t *testing.T, name string) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "env", name))
-	require.NoError(t, err)
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		require.True(t, ok, "fixture line without '=': %q", line)
-		env[k] = v
-	}
-	require.NoError(t, sc.Err())
+	env := slurmtest.EnvFile(t, filepath.Join("testdata", "env", name))
 	require.Contains(t, env, "SLURM_JOB_ID")
 	return env
 }

@@ -1,35 +1,21 @@
 package cli
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/slurm/slurmtest"
 )
 
 // stepTaskEnv is a real step task's environment: node4, SLURM_NODEID=3, of an
 // 8-node job measured on Slurm 22.05 (the slurm package's fixture).
 func stepTaskEnv(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "..", "slurm", "testdata", "env", "example-env-step-task.txt"))
-	require.NoError(t, err)
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		require.True(t, ok, "fixture line without '=': %q", line)
-		env[k] = v
-	}
-	require.NoError(t, sc.Err())
+	env := slurmtest.EnvFile(t, filepath.Join("..", "..", "..", "slurm", "testdata", "env", "example-env-step-task.txt"))
 	require.Equal(t, "node[1-8]", env["SLURM_STEP_NODELIST"], "the fixture this test adjusts")
 	return env
 }

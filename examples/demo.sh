@@ -48,7 +48,7 @@ curl -sS --max-time 10 "$URL/v1/chat/completions" -H 'Content-Type: application/
   -d '{"model":"deepseek-ai/DeepSeek-R1","messages":[{"role":"user","content":"Hello"}]}'
 echo
 
-step "6. scancel $JOB: every launcher forwards SIGTERM, waits, reaps"
+step "6. scancel $JOB: every launcher sends its processes one SIGTERM, waits, reaps"
 scancel "$JOB"
 for _ in $(seq 1 600); do squeue -h -j "$JOB" 2>/dev/null | grep -q . || break; sleep 0.1; done
 scontrol show job "$JOB" | grep -o 'JobState=[A-Z]* Reason=[^ ]*'

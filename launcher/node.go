@@ -59,6 +59,7 @@ type NodeRuntime struct {
 	ExitCode func(error) int
 
 	log      zerolog.Logger
+	ctx      context.Context // the node's: ends when the node stops
 	started  time.Time
 	phases   []PhaseTiming
 	logFiles []io.Closer
@@ -121,6 +122,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	n.ctx = ctx
 
 	// Signals are watched from here on (they queue in the channel until
 	// then); until processes run, a stop signal just cancels the phase in
@@ -145,6 +147,9 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	var addr string
 	if err := n.phase("address", func() error {
 		a, how, err := n.Resolver.Resolve(ctx, n.Spec.Iface, host)
+		if ctx.Err() != nil {
+			return n.causeOr(ctx, ctx.Err())
+		}
 		if err != nil {
 			return &ConfigError{Err: fmt.Errorf("node %d (%s): resolving its address: %w", idx, host, err)}
 		}
@@ -241,12 +246,17 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	var gate sync.WaitGroup
 	defer func() {
 		_ = n.phase("teardown", func() error {
+			// The gate must not announce READY while processes stop (its ctx
+			// has ended, so it returns at once).
+			gate.Wait()
+			if idx == 0 {
+				// The deployment is gone: nobody may find its URL.
+				_ = os.Remove(filepath.Join(jobDir, "endpoint"))
+			}
 			exits := s.Shutdown(shutdownReason(ctx))
 			for _, e := range exits {
 				n.log.Debug().Str("process", e.Name).Int("code", ExitCodeOf(e)).Msg("process ended")
 			}
-			// The gate must not announce READY for processes already stopped.
-			gate.Wait()
 			n.removeLocalDir(plan)
 			return nil
 		})
@@ -303,8 +313,12 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 
 	if err := n.phase("start", func() error {
 		for _, p := range services {
+			// A stop (or a process exit) decided meanwhile: start nothing more.
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if err := s.Start(p); err != nil {
-				return fmt.Errorf("node %d (%s): starting %s: %w", idx, host, p.Name, err)
+				return fmt.Errorf("starting %s: %w", p.Name, err)
 			}
 		}
 		return nil
@@ -312,11 +326,13 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 		return n.causeOr(ctx, err)
 	}
 	// Node 0 prints every node's startup timeline at exit.
-	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-	if err := client.Report(rctx, n.phases); err != nil {
-		n.log.Warn().Err(err).Msg("could not report the timeline to node 0")
+	if ctx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := client.Report(rctx, n.phases); err != nil && ctx.Err() == nil {
+			n.log.Warn().Err(err).Msg("could not report the timeline to node 0")
+		}
+		rcancel()
 	}
-	rcancel()
 
 	serveStart := n.Now()
 	if idx == 0 {
@@ -401,22 +417,28 @@ func (n *NodeRuntime) phase(name string, fn func() error) error {
 	err := fn()
 	d := n.Now().Sub(start)
 	n.phases = append(n.phases, PhaseTiming{Name: name, Start: start, Duration: d})
-	ev := n.log.Info()
-	if err != nil {
-		ev = n.log.Error().Err(err)
+	switch {
+	case err == nil:
+		n.log.Info().Str("phase", name).Dur("duration", d).Msg("phase done")
+	case n.stopping():
+		// The node is being stopped; how it ends is logged once, at the end.
+		n.log.Info().Str("phase", name).Dur("duration", d).Msg("phase interrupted")
+	default:
+		n.log.Error().Err(err).Str("phase", name).Dur("duration", d).Msg("phase failed")
 	}
-	ev.Str("phase", name).Dur("duration", d).Msg("phase done")
 	return err
 }
 
-// settle handles a rendezvous or barrier that failed without a verdict from
-// node 0 (connection lost). When the job is being stopped, node 0 often gets
-// Slurm's SIGTERM a moment before this node does: wait briefly for our own,
-// so the node reports "stopped", not a failure. A verdict (a preflight
-// failure: ConfigError) is final at once.
+// settle handles a rendezvous or barrier that failed without a verdict on
+// the job: node 0 said it is stopping, or the connection was lost. When the
+// job is being stopped, node 0 often gets Slurm's SIGTERM a moment before
+// this node does: wait briefly for our own, so the node reports "stopped",
+// not a failure. A verdict (a failed preflight or barrier, nodes that never
+// arrived) is final at once: every node reports the same.
 func (n *NodeRuntime) settle(ctx context.Context, err error) error {
 	var ce *ConfigError
-	if errors.As(err, &ce) {
+	var ve *VerdictError
+	if errors.As(err, &ce) || errors.As(err, &ve) {
 		return err
 	}
 	if ctx.Err() == nil {
@@ -429,6 +451,9 @@ func (n *NodeRuntime) settle(ctx context.Context, err error) error {
 	}
 	return n.causeOr(ctx, err)
 }
+
+// stopping reports whether the node has decided to stop.
+func (n *NodeRuntime) stopping() bool { return n.ctx != nil && n.ctx.Err() != nil }
 
 // causeOr prefers the reason the node was stopped (a signal, a process exit)
 // over the error it produced in the phase that was interrupted.
@@ -551,8 +576,8 @@ func (n *NodeRuntime) logEnd(idx int, host string, err error) {
 	case errors.As(err, &st):
 		n.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
 	case errors.As(err, &ee):
-		n.log.Error().Str("process", ee.Process).Int("exit_code", code).
-			Msgf("NODE FAILED: node %d (%s): %s", idx, host, err)
+		// ExitError names the node itself.
+		n.log.Error().Str("process", ee.Process).Int("exit_code", code).Msg("NODE FAILED: " + err.Error())
 	default:
 		// The error in the message, not a field: the console shows its lines as lines.
 		n.log.Error().Int("exit_code", code).Msgf("NODE FAILED: node %d (%s): %v", idx, host, err)

@@ -53,6 +53,9 @@ func (n *NodeRuntime) startInfra(ctx context.Context, s *Supervisor, plan *Plan,
 		planned[p.Name] = p
 	}
 	for _, p := range procs {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		if err := writeFiles(planned[p.Name].Files); err != nil {
 			return fmt.Errorf("writing files for %s: %w", p.Name, err)
 		}
@@ -119,9 +122,27 @@ func (n *NodeRuntime) removeLocalDir(plan *Plan) {
 
 // runOneshot runs a process that must finish before the services start.
 func (n *NodeRuntime) runOneshot(ctx context.Context, s *Supervisor, p ProcSpec) error {
-	cctx, cancel := context.WithTimeout(ctx, n.PrecompileTimeout)
-	defer cancel()
-	e, err := s.RunOneshot(cctx, p)
+	// Only the precompile's own timeout stops it here. When the node stops,
+	// the teardown's Shutdown stops it together with every other process, in
+	// one grace period rather than one after the other.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.PrecompileTimeout)
+	type result struct {
+		e   Exit
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		e, err := s.RunOneshot(cctx, p)
+		done <- result{e, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	e, err := r.e, r.err
 	// The barrier names the node; the message says what and where to look.
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.Name, err)
@@ -140,10 +161,11 @@ func (n *NodeRuntime) healthGate(ctx context.Context, cancel context.CancelCause
 		n.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
 	}
 	_, err := WaitReady(ctx, n.HTTP, plan.Frontend, exp, progress, n.HealthProgress, n.HealthTimeout)
+	if ctx.Err() != nil {
+		// Stopping: whatever the last poll said, the deployment is going away.
+		return
+	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
 		cancel(fmt.Errorf("health gate: %w", err))
 		return
 	}

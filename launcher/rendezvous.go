@@ -112,7 +112,8 @@ type rvMessage struct {
 	Timeout  time.Duration `json:"timeout_ns,omitempty"`
 	Timeline []PhaseTiming `json:"timeline,omitempty"`
 	Error    string        `json:"error,omitempty"`
-	Config   bool          `json:"config,omitempty"` // the failure is the user's to fix: exit 2
+	Config   bool          `json:"config,omitempty"`   // the failure is the user's to fix: exit 2
+	Stopping bool          `json:"stopping,omitempty"` // node 0 is stopping; not a verdict on this node
 }
 
 func encode(m rvMessage) []byte {
@@ -167,7 +168,6 @@ type RendezvousServer struct {
 	// deliver a verdict that is still queued.
 	writers sync.WaitGroup
 	once    sync.Once
-	stop    func() bool
 
 	mu          sync.Mutex
 	closed      bool
@@ -209,11 +209,17 @@ type rvBarrier struct {
 }
 
 // ServeRendezvous serves the rendezvous on ln until ctx ends or Close. The
-// deadline for all nodes to join starts now.
+// deadline for all nodes to join starts now. When ctx ends, every node still
+// connected is told that node 0 is stopping, and why (the cause of ctx), so
+// that it does not mistake the closed connection for a crash.
 func ServeRendezvous(ctx context.Context, ln net.Listener, cfg RendezvousConfig) (*RendezvousServer, error) {
 	cfg, err := cfg.check()
 	if err != nil {
 		return nil, err
+	}
+	if ctx.Err() != nil {
+		ln.Close()
+		return nil, context.Cause(ctx)
 	}
 	s := &RendezvousServer{
 		cfg:       cfg,
@@ -228,17 +234,36 @@ func ServeRendezvous(ctx context.Context, ln net.Listener, cfg RendezvousConfig)
 		changed:   make(chan struct{}),
 	}
 	s.joinTimer = time.AfterFunc(cfg.Deadline, s.joinDeadline)
-	s.stop = context.AfterFunc(ctx, s.Close)
 	s.wg.Add(1)
 	go s.acceptLoop()
 	s.log.Info().Str("listen", ln.Addr().String()).Int("nodes", cfg.Size).Dur("deadline", cfg.Deadline).Msg("rendezvous server started")
+	// Registered last: the server must be complete when it can run.
+	context.AfterFunc(ctx, func() {
+		s.Stop(fmt.Sprintf("%s is stopping: %v", cfg.nodeName(0), context.Cause(ctx)))
+	})
 	return s, nil
+}
+
+// Stop tells every connected node that node 0 is stopping, and why, then
+// closes the server. Nodes waiting in a join or a barrier get a
+// *PeerStoppedError carrying the reason.
+func (s *RendezvousServer) Stop(reason string) {
+	s.mu.Lock()
+	if !s.closed {
+		b := encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Error: reason, Stopping: true})
+		for _, n := range s.nodes {
+			if n != nil {
+				s.send(n, b)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.Close()
 }
 
 // Close stops the server and drops every connection.
 func (s *RendezvousServer) Close() {
 	s.once.Do(func() {
-		s.stop()
 		s.mu.Lock()
 		s.closed = true
 		s.joinTimer.Stop()
@@ -728,6 +753,18 @@ func (s *RendezvousServer) barrierDeadline(name string, b *rvBarrier) {
 	s.decide(name, b, fmt.Sprintf("barrier %q failed: %d of %d nodes did not arrive within %s", name, missing, s.cfg.Size, b.timeout), lines)
 }
 
+// VerdictError is node 0's decision about the whole job (a barrier failed on
+// some node, nodes never arrived): every node gets the same one.
+type VerdictError struct{ Msg string }
+
+func (e *VerdictError) Error() string { return e.Msg }
+
+// PeerStoppedError says node 0 is stopping (it was signalled, or one of its
+// processes ended); Reason says why. It is no verdict on this node.
+type PeerStoppedError struct{ Reason string }
+
+func (e *PeerStoppedError) Error() string { return "rendezvous: " + e.Reason }
+
 // RendezvousClient is one node's connection to the rendezvous. Its methods
 // are not meant to be called concurrently; they are serialized.
 type RendezvousClient struct {
@@ -814,10 +851,13 @@ func (c *RendezvousClient) failure(reply rvMessage) error {
 	case msgReject:
 		return &ConfigError{Err: fmt.Errorf("rendezvous: the server on %s at %s refused %s: %s", c.cfg.nodeName(0), c.addr, c.cfg.nodeName(c.self.Index), reply.Error)}
 	case msgFail:
-		if reply.Config {
+		switch {
+		case reply.Stopping:
+			return &PeerStoppedError{Reason: reply.Error}
+		case reply.Config:
 			return &ConfigError{Err: errors.New(reply.Error)}
 		}
-		return errors.New(reply.Error)
+		return &VerdictError{Msg: reply.Error}
 	}
 	return fmt.Errorf("rendezvous: unexpected %q answer from the server on %s", reply.Type, c.cfg.nodeName(0))
 }

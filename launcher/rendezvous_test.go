@@ -425,3 +425,38 @@ func TestJobToken(t *testing.T) {
 	empty := func(k string) (string, bool) { return "", k == JobTokenEnv }
 	assert.Equal(t, a, JobToken(empty, "4242", "0"), "an empty variable is unset")
 }
+
+func TestRendezvousServeWithEndedContext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(fmt.Errorf("stopped by SIGTERM"))
+	s, err := ServeRendezvous(ctx, ln, rvConfig(2, time.Minute))
+	assert.Nil(t, s)
+	assert.EqualError(t, err, "stopped by SIGTERM")
+	_, err = net.Dial("tcp", ln.Addr().String())
+	assert.Error(t, err, "the listener is closed")
+}
+
+// Node 0 stopping (signalled, or one of its processes ended) is no verdict on
+// the others: they learn why, as a PeerStoppedError, instead of "connection
+// lost".
+func TestRendezvousNodeZeroStopping(t *testing.T) {
+	cfg := rvConfig(2, time.Minute)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	s, err := ServeRendezvous(ctx, ln, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	all := joinAll(t, ln.Addr().String(), cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1)})
+
+	waiting := make(chan error, 1)
+	go func() { waiting <- all[1].c.Barrier(context.Background(), "precompile", "") }()
+	cancel(fmt.Errorf("process etcd exited"))
+
+	err = <-waiting
+	var ps *PeerStoppedError
+	require.ErrorAs(t, err, &ps)
+	assert.Equal(t, "node 0 (node1) is stopping: process etcd exited", ps.Reason)
+}

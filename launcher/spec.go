@@ -159,7 +159,7 @@ func (s *Spec) RegisterFlags(fs *pflag.FlagSet) {
 
 	str(&s.ModelPath, "model-path", "model directory as the workers see it")
 	str(&s.ServedModelName, "served-model-name", "model name served by the frontend")
-	str(&s.Image, "image", "container image (empty: run on the host)")
+	str(&s.Image, "image", "container image the job runs; it keys the DeepGEMM cache (the container itself comes from srun --container-image)")
 	num(&s.GPUsPerNode, "gpus-per-node", "GPUs per node (0: SLURM_GPUS_ON_NODE, else 8)")
 
 	num(&s.PrefillWorkers, "prefill-workers", "number of prefill workers")

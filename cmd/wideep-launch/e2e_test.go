@@ -286,9 +286,8 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		assert.NotEqual(t, 3, job.ExitCode, "srun does not report the failing task's code")
 		assert.Contains(t, j.stdout(), "node6: task 5: Exited with exit code 3", "srun names the failing task")
 		failLog := j.launcherLog("node6")
-		assert.Contains(t, failLog, "NODE FAILED: node 5 (node6)")
+		assert.Contains(t, failLog, `"message":"NODE FAILED: node 5 (node6): process decode exited with code 3"`)
 		assert.Contains(t, failLog, `"exit_code":3`)
-		assert.Contains(t, failLog, "process decode exited with code 3")
 		for _, h := range nodes {
 			if h != "node6" {
 				log := j.launcherLog(h)
@@ -304,8 +303,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node7:startup:1"})
 		job := j.wait(60 * time.Second)
 		assert.NotEqual(t, "COMPLETED", job.State)
-		assert.Contains(t, j.launcherLog("node7"), "NODE FAILED: node 6 (node7)")
-		assert.Contains(t, j.launcherLog("node7"), "process decode exited with code 1")
+		assert.Contains(t, j.launcherLog("node7"), `"message":"NODE FAILED: node 6 (node7): process decode exited with code 1"`)
 		assertNoLeftovers(t, c)
 	})
 
@@ -362,8 +360,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		job := j.wait(60 * time.Second)
 		assert.NotEqual(t, "COMPLETED", job.State)
 		log := j.launcherLog("node1")
-		assert.Contains(t, log, "NODE FAILED: node 0 (node1)")
-		assert.Contains(t, log, "process etcd killed by SIGKILL")
+		assert.Contains(t, log, `"message":"NODE FAILED: node 0 (node1): process etcd killed by SIGKILL (exit code 137)"`)
 		assertNoLeftovers(t, c)
 	})
 

@@ -32,12 +32,13 @@ prefill and decode worker registered and logs one line
   READY http://<address>:8000 model=<name> prefill=N decode=M after <time>
 and writes <log-dir>/<job id>/endpoint.
 
-Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 are forwarded to
-every process group; SIGTERM and SIGINT (scancel, time limit) and SIGUSR1
-(sbatch --signal=USR1@T before the time limit) stop the node gracefully:
-forward, wait --grace, then SIGKILL whatever is left. Keep --grace below the
-cluster's KillWait ('scontrol show config | grep KillWait', 30 s by default),
-or Slurm SIGKILLs everything first. SIGCONT is ignored.
+Signals: SIGTERM and SIGINT (scancel, time limit) and SIGUSR1 (sbatch
+--signal=USR1@T before the time limit) stop the node: one SIGTERM to every
+process group, wait --grace, then SIGKILL whatever is left (exit 128+N; 0
+after SIGUSR1). SIGHUP, SIGQUIT and SIGUSR2 are forwarded to every process
+group; SIGCONT is ignored. Keep --grace below the cluster's KillWait
+('scontrol show config | grep KillWait', 30 s by default), or Slurm SIGKILLs
+everything first.
 
 When any process of the node exits (non-zero, or any exit of a long-running
 process), the node stops its other processes and exits with that process's

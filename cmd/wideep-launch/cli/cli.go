@@ -72,7 +72,14 @@ func route(sys System, args []string) error {
 		return usageErrorf("no command given")
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "help":
+		if len(args) > 1 {
+			// "help run" is "run --help".
+			return route(sys, []string{args[1], "--help"})
+		}
+		usage(sys.Stdout)
+		return nil
+	case "-h", "--help":
 		usage(sys.Stdout)
 		return nil
 	case "-v", "--version":

@@ -73,6 +73,17 @@ func TestHelpCommand(t *testing.T) {
 	code, out, errOut := runCLI(t, nil, "help")
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, want, out)
+
+	// "help CMD" is "CMD --help"; an unknown CMD is a usage error.
+	code, want, _ = runCLI(t, nil, "run", "--help")
+	require.Equal(t, 0, code)
+	code, out, errOut = runCLI(t, nil, "help", "run")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, want, out)
+	code, out, errOut = runCLI(t, nil, "help", "bogus")
+	assert.Equal(t, 2, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, `unknown command "bogus"`)
 }
 
 // Every visible command is listed and has a golden help; hidden ones (sim)

@@ -307,6 +307,58 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		assertNoLeftovers(t, c)
 	})
 
+	t.Run("precompile_failure_reported_by_all", func(t *testing.T) {
+		// Node index 2 is node3: its precompile fails; the barrier's verdict
+		// reaches every node at once, naming node3.
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node3/precompile:startup:4"})
+		job := j.wait(60 * time.Second)
+		assert.Equal(t, "FAILED", job.State)
+		for _, h := range nodes {
+			log := j.launcherLog(h)
+			assert.Contains(t, log, `barrier \"precompile\" failed`, "%s has the verdict", h)
+			assert.Contains(t, log, "node 2 (node3): precompile exited with code 4", "%s names node3", h)
+			assert.Contains(t, log, `"exit_code":125`, "%s exits 125", h)
+		}
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("xPyD_with_dedicated_infra_node", func(t *testing.T) {
+		// 2 prefill workers of 2 nodes, 1 decode worker of 3, etcd/NATS/frontend on node8.
+		j := submit(t, c, map[string]string{
+			"WIDEEP_PREFILL_WORKERS": "2", "WIDEEP_PREFILL_NODES_PER_WORKER": "2",
+			"WIDEEP_DECODE_NODES_PER_WORKER": "3", "WIDEEP_INFRA_NODE": "dedicated",
+		})
+		url := j.waitReady(90 * time.Second)
+		infra := c.NodeAddr("node8")
+		assert.Equal(t, "http://"+infra+":8000", url)
+		assert.Regexp(t, `READY http://`+regexp.QuoteMeta(infra)+`:8000 model=deepseek-ai/DeepSeek-R1 prefill=2 decode=1`, j.stdout())
+		for _, tc := range []struct {
+			host, role, head string
+			rank, nnodes     int
+		}{
+			{"node1", "prefill", "node1", 0, 2}, {"node2", "prefill", "node1", 1, 2},
+			{"node3", "prefill", "node3", 0, 2}, {"node4", "prefill", "node3", 1, 2},
+			{"node5", "decode", "node5", 0, 3}, {"node6", "decode", "node5", 1, 3}, {"node7", "decode", "node5", 2, 3},
+		} {
+			r := readRecord(t, j.recordDir(), tc.host, tc.role)
+			assert.Equal(t, tc.rank, r.NodeRank, tc.host)
+			assert.Equal(t, tc.nnodes, r.NNodes, tc.host)
+			assert.Equal(t, c.NodeAddr(tc.head)+":29500", r.DistInitAddr, tc.host)
+			assert.Equal(t, "http://"+infra+":2379", r.Env["ETCD_ENDPOINTS"], tc.host)
+		}
+		procs, err := c.NodeProcesses("node8")
+		require.NoError(t, err)
+		var comms []string
+		for _, p := range procs {
+			comms = append(comms, p.Comm)
+		}
+		assert.Contains(t, comms, "etcd")
+		assert.Contains(t, comms, "nats-server")
+		require.NoError(t, c.Cancel(j.id))
+		j.wait(60 * time.Second)
+		assertNoLeftovers(t, c)
+	})
+
 	t.Run("preflight_failure_reported_by_all", func(t *testing.T) {
 		// Something else holds the SGLang port on node4 (index 3).
 		blocker := c.NodeCommand(context.Background(), "node4", "nats-server", "-a", "0.0.0.0", "-p", "30000")

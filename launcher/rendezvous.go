@@ -670,7 +670,11 @@ func (s *RendezvousServer) arrive(n *rvNode, msg rvMessage) {
 }
 
 // settle releases or fails a barrier if it can be decided now (s.mu held):
-// every node arrived, or some node is gone and never will.
+// every node arrived, some node is gone and never will, or a node arrived
+// with a problem. The last fails the barrier at once: waiting for the others
+// (a precompile can take half an hour) would only delay the same verdict.
+// Nodes still on their way get it when they arrive, or are stopped by Slurm
+// when the failing node exits (srun --kill-on-bad-exit).
 func (s *RendezvousServer) settle(name string, b *rvBarrier) {
 	if b.result != nil {
 		return
@@ -685,9 +689,6 @@ func (s *RendezvousServer) settle(name string, b *rvBarrier) {
 		s.decide(name, b, fmt.Sprintf("barrier %q failed: %s", name, strings.Join(gone, ", ")), nil)
 		return
 	}
-	if len(b.arrived) < s.cfg.Size {
-		return
-	}
 	var problems []string
 	failing := 0
 	for i := range s.cfg.Size {
@@ -697,7 +698,14 @@ func (s *RendezvousServer) settle(name string, b *rvBarrier) {
 		}
 	}
 	if failing > 0 {
-		s.decide(name, b, fmt.Sprintf("barrier %q failed on %d of %d nodes", name, failing, s.cfg.Size), problems)
+		summary := fmt.Sprintf("barrier %q failed on %d of %d nodes", name, failing, s.cfg.Size)
+		if waiting := s.cfg.Size - len(b.arrived); waiting > 0 {
+			summary += fmt.Sprintf(" (%d not there yet)", waiting)
+		}
+		s.decide(name, b, summary, problems)
+		return
+	}
+	if len(b.arrived) < s.cfg.Size {
 		return
 	}
 	s.decide(name, b, "", nil)

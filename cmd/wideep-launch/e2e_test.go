@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,18 @@ func (j *e2eJob) recordDir() string { return filepath.Join(j.work, "records") }
 func (j *e2eJob) launcherLog(host string) string {
 	b, _ := os.ReadFile(filepath.Join(j.logDir(), host+".launcher.log"))
 	return string(b)
+}
+
+// kernels lists the DeepGEMM kernels the precompiles wrote to the shared cache.
+func (j *e2eJob) kernels() []string {
+	var out []string
+	_ = filepath.WalkDir(filepath.Join(j.work, "cache"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "kernel.cubin" {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
 }
 
 func (j *e2eJob) stdout() string {
@@ -210,6 +223,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		addr0 := c.NodeAddr(nodes[0])
 		assert.Equal(t, "http://"+addr0+":8000", url, "endpoint file")
 		assert.Regexp(t, regexp.MustCompile(`READY http://`+regexp.QuoteMeta(addr0)+`:8000 model=deepseek-ai/DeepSeek-R1 prefill=1 decode=1 after \S+`), j.stdout())
+		assert.NotEmpty(t, j.kernels(), "the precompiles wrote their kernels before the workers started")
 
 		// Every worker got the role, node rank and head address of the plan,
 		// and really reached its head there.
@@ -307,17 +321,31 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		assertNoLeftovers(t, c)
 	})
 
-	t.Run("precompile_failure_reported_by_all", func(t *testing.T) {
-		// Node index 2 is node3: its precompile fails; the barrier's verdict
-		// reaches every node at once, naming node3.
-		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node3/precompile:startup:4"})
+	t.Run("precompile_failure_fails_fast", func(t *testing.T) {
+		// Node index 2 is node3: its precompile fails. The barrier fails at
+		// once, without waiting for the others' precompiles: node3 and node 0
+		// (which holds the barrier) name node3; every other node either got
+		// the same verdict or was stopped by Slurm when node3 exited.
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node3/precompile:startup:4",
+			"WIDEEP_SIM_PRECOMPILE_DELAY": "30s"})
 		job := j.wait(60 * time.Second)
 		assert.Equal(t, "FAILED", job.State)
+		// Had anybody waited for the other precompiles, they would have
+		// written their kernels.
+		assert.Empty(t, j.kernels(), "no precompile ran to its end")
+		verdict := "node 2 (node3): precompile exited with code 4"
 		for _, h := range nodes {
 			log := j.launcherLog(h)
-			assert.Contains(t, log, `barrier \"precompile\" failed`, "%s has the verdict", h)
-			assert.Contains(t, log, "node 2 (node3): precompile exited with code 4", "%s names node3", h)
-			assert.Contains(t, log, `"exit_code":125`, "%s exits 125", h)
+			if h == "node3" || h == "node1" {
+				assert.Contains(t, log, verdict, "%s names node3", h)
+			}
+			if h == "node3" {
+				assert.Contains(t, log, `"exit_code":125`, "node3 exits 125")
+				continue
+			}
+			if !strings.Contains(log, verdict) || h == "node1" && !strings.Contains(log, `"exit_code":125`) {
+				assert.Contains(t, log, "did not fail", "%s: the verdict, or stopped", h)
+			}
 		}
 		assertNoLeftovers(t, c)
 	})

@@ -226,7 +226,7 @@ func WaitReady(ctx context.Context, client *http.Client, baseURL string, exp Hea
 	var r readiness
 	probed := false
 	for {
-		probe := probeReadiness(ctx, client, baseURL, exp)
+		probe := probeReadiness(ctx, client, baseURL)
 		if probe.ready(exp) {
 			return time.Since(start), nil
 		}
@@ -267,7 +267,7 @@ type readiness struct {
 	models      []string
 }
 
-func probeReadiness(ctx context.Context, client *http.Client, baseURL string, exp HealthExpect) readiness {
+func probeReadiness(ctx context.Context, client *http.Client, baseURL string) readiness {
 	var r readiness
 	// Newer frontends list instances only when asked; older ones ignore the query.
 	body, code, err := httpGet(ctx, client, baseURL+"/health?instances=true")
@@ -385,7 +385,7 @@ func (r readiness) problems(exp HealthExpect, baseURL string) []string {
 	case r.modelsErr != nil:
 		out = append(out, fmt.Sprintf("%s: %v", modelName(exp), r.modelsErr))
 	case !r.modelListed(exp):
-		out = append(out, fmt.Sprintf("%s not listed by /v1/models (listed: %s)", modelName(exp), healthList(r.models)))
+		out = append(out, fmt.Sprintf("%s not listed by /v1/models (listed: %s)", modelName(exp), listOrNone(r.models)))
 	}
 	return out
 }
@@ -421,11 +421,4 @@ func (r readiness) unregistered(exp HealthExpect, role Role, missing int) string
 		return "never registered: " + strings.Join(absent, ", ")
 	}
 	return "expected from: " + strings.Join(all, ", ")
-}
-
-func healthList(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	return strings.Join(s, ", ")
 }

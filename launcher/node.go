@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/wideep/wideep-launch/slurm"
 )
@@ -344,7 +345,7 @@ func (n *NodeRuntime) run(ctx context.Context) (err error) {
 	}
 	<-ctx.Done()
 	n.phases = append(n.phases, PhaseTiming{Name: "serve", Start: serveStart, Duration: n.Now().Sub(serveStart)})
-	return n.result(ctx, idx, host)
+	return n.stopError(context.Cause(ctx))
 }
 
 func (n *NodeRuntime) defaults() {
@@ -516,10 +517,6 @@ func (n *NodeRuntime) watchExits(ctx context.Context, cancel context.CancelCause
 	}
 }
 
-func (n *NodeRuntime) result(ctx context.Context, idx int, host string) error {
-	return n.stopError(context.Cause(ctx))
-}
-
 // stopError turns the stop cause into the error the launcher exits with.
 func (n *NodeRuntime) stopError(cause error) error {
 	idx, host := n.Slurm.NodeIndex, n.Slurm.Host
@@ -600,7 +597,7 @@ func (n *NodeRuntime) runnable(ps []Process) []ProcSpec {
 	jobDir := filepath.Join(n.Spec.LogDir, n.Slurm.JobID)
 	for i, p := range ps {
 		argv := p.Argv
-		if n.Spec.Simulate && p.Name != ProcEtcd && p.Name != ProcNATS {
+		if n.standIn(p) {
 			argv = append([]string{n.Self, "sim"}, p.Argv...)
 		}
 		env := make([]string, 0, len(base)+len(p.Env))
@@ -624,6 +621,12 @@ func (n *NodeRuntime) runnable(ps []Process) []ProcSpec {
 		}
 	}
 	return out
+}
+
+// standIn reports whether p runs as this binary's simulation stand-in: in
+// simulation every Python process does; etcd and nats-server stay real.
+func (n *NodeRuntime) standIn(p Process) bool {
+	return n.Spec.Simulate && p.Name != ProcEtcd && p.Name != ProcNATS
 }
 
 func processNames(ps []Process) string {
@@ -674,7 +677,7 @@ func publishFile(path string, data []byte) error {
 }
 
 func signalName(s syscall.Signal) string {
-	if name := unixSignalName(s); name != "" {
+	if name := unix.SignalName(s); name != "" {
 		return name
 	}
 	return fmt.Sprintf("signal %d", int(s))

@@ -25,14 +25,15 @@ func (n *NodeRuntime) preflightConfig(plan *Plan, me NodePlan, jobDir string) Pr
 	for _, p := range me.Processes {
 		cfg.Ports = append(cfg.Ports, p.Ports...)
 		exe := p.Argv[0]
-		if n.Spec.Simulate && p.Name != ProcEtcd && p.Name != ProcNATS {
+		if n.standIn(p) {
 			exe = n.Self
 		}
 		if !seen[exe] {
 			seen[exe] = true
 			cfg.Executables = append(cfg.Executables, exe)
 		}
-		if p.Name == plan.workerName(me) {
+		// The SGLang worker is named after its role.
+		if p.Name == string(me.Role) {
 			cfg.GPUs = plan.GPUsPerNode
 		}
 	}
@@ -41,9 +42,6 @@ func (n *NodeRuntime) preflightConfig(plan *Plan, me NodePlan, jobDir string) Pr
 	}
 	return cfg
 }
-
-// workerName is the process name of a node's SGLang worker.
-func (p *Plan) workerName(me NodePlan) string { return string(me.Role) }
 
 // startInfra starts etcd and NATS on the infra node and waits until they
 // answer, so that no worker starts before the control plane is up.

@@ -125,11 +125,7 @@ func WriteTable(w io.Writer, p *Plan) error {
 		if n.Addr != "" {
 			host += " (" + n.Addr + ")"
 		}
-		names := make([]string, len(n.Processes))
-		for i, pr := range n.Processes {
-			names[i] = pr.Name
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Index, host, n.Role, worker, rank, head, strings.Join(names, ","))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Index, host, n.Role, worker, rank, head, processNames(n.Processes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

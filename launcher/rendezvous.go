@@ -196,7 +196,7 @@ type rvNode struct {
 	m    Member
 	conn net.Conn
 	out  chan []byte
-	gone string // "", "disconnected" or "left"
+	gone string // "", "disconnected", "left" or "closed"
 }
 
 type rvBarrier struct {
@@ -250,7 +250,7 @@ func ServeRendezvous(ctx context.Context, ln net.Listener, cfg RendezvousConfig)
 func (s *RendezvousServer) Stop(reason string) {
 	s.mu.Lock()
 	if !s.closed {
-		b := encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Error: reason, Stopping: true})
+		b := s.message(rvMessage{Type: msgFail, Error: reason, Stopping: true})
 		for _, n := range s.nodes {
 			if n != nil {
 				s.send(n, b)
@@ -291,8 +291,7 @@ func (s *RendezvousServer) Close() {
 		for c := range s.conns {
 			c.Close()
 		}
-		close(s.changed)
-		s.changed = make(chan struct{})
+		s.notify()
 		s.mu.Unlock()
 		s.ln.Close()
 		s.wg.Wait()
@@ -429,6 +428,13 @@ func (s *RendezvousServer) authentic(msg rvMessage) bool {
 	return msg.Job == s.cfg.JobID && subtle.ConstantTimeCompare([]byte(msg.Token), []byte(s.cfg.Token)) == 1
 }
 
+// message encodes m as this job's: with its id and token. Only a reject
+// goes without the token (see reject).
+func (s *RendezvousServer) message(m rvMessage) []byte {
+	m.Job, m.Token = s.cfg.JobID, s.cfg.Token
+	return encode(m)
+}
+
 func writeDirect(c net.Conn, b []byte) {
 	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, _ = c.Write(b)
@@ -493,24 +499,16 @@ func (s *RendezvousServer) join(c net.Conn, msg rvMessage) (*rvNode, []byte, str
 func (s *RendezvousServer) complete() {
 	s.lastArrival = time.Now()
 	s.joinTimer.Stop()
-	var lines []string
-	failing := 0
-	table := make([]Member, s.cfg.Size)
-	for i, n := range s.nodes {
-		table[i] = n.m
-		for _, p := range n.m.Problems {
-			lines = append(lines, fmt.Sprintf("%s: %s", s.cfg.nodeName(i), p))
-		}
-		if len(n.m.Problems) > 0 {
-			failing++
-		}
-	}
-	if failing > 0 {
+	if lines, failing := s.preflightProblems(); failing > 0 {
 		s.fail(fmt.Sprintf("preflight failed on %d of %d nodes", failing, s.cfg.Size), lines, true)
 		return
 	}
 	s.state = rvReleased
-	b := encode(rvMessage{Type: msgTable, Job: s.cfg.JobID, Token: s.cfg.Token, Members: table})
+	table := make([]Member, s.cfg.Size)
+	for i, n := range s.nodes {
+		table[i] = n.m
+	}
+	b := s.message(rvMessage{Type: msgTable, Members: table})
 	for _, n := range s.nodes {
 		s.send(n, b)
 	}
@@ -521,11 +519,8 @@ func (s *RendezvousServer) complete() {
 func (s *RendezvousServer) fail(summary string, lines []string, config bool) {
 	s.state = rvFailed
 	s.joinTimer.Stop()
-	text := summary
-	if len(lines) > 0 {
-		text += ":\n  " + strings.Join(lines, "\n  ")
-	}
-	s.failure = encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Error: text, Config: config})
+	text := failureText(summary, lines)
+	s.failure = s.message(rvMessage{Type: msgFail, Error: text, Config: config})
 	for _, n := range s.nodes {
 		if n != nil {
 			s.send(n, s.failure)
@@ -535,14 +530,36 @@ func (s *RendezvousServer) fail(summary string, lines []string, config bool) {
 	s.notify()
 }
 
+// preflightProblems lists the problems of the nodes that joined, one line
+// each, and counts the nodes that have any (s.mu held).
+func (s *RendezvousServer) preflightProblems() (lines []string, failing int) {
+	for i, n := range s.nodes {
+		if n == nil || len(n.m.Problems) == 0 {
+			continue
+		}
+		for _, p := range n.m.Problems {
+			lines = append(lines, fmt.Sprintf("%s: %s", s.cfg.nodeName(i), p))
+		}
+		failing++
+	}
+	return lines, failing
+}
+
+// failureText is the summary, then one indented line each.
+func failureText(summary string, lines []string) string {
+	if len(lines) == 0 {
+		return summary
+	}
+	return summary + ":\n  " + strings.Join(lines, "\n  ")
+}
+
 func (s *RendezvousServer) joinDeadline() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != rvJoining || s.closed {
 		return
 	}
-	var missing, problems []string
-	failing := 0
+	var missing []string
 	for i, n := range s.nodes {
 		if n == nil {
 			line := s.cfg.nodeName(i) + " never arrived"
@@ -550,15 +567,9 @@ func (s *RendezvousServer) joinDeadline() {
 				line += " (" + r + ")"
 			}
 			missing = append(missing, line)
-			continue
-		}
-		for _, p := range n.m.Problems {
-			problems = append(problems, fmt.Sprintf("%s: %s", s.cfg.nodeName(i), p))
-		}
-		if len(n.m.Problems) > 0 {
-			failing++
 		}
 	}
+	problems, failing := s.preflightProblems()
 	summary := fmt.Sprintf("rendezvous failed: %d of %d nodes never arrived within %s", len(missing), s.cfg.Size, s.cfg.Deadline)
 	if failing > 0 {
 		summary += fmt.Sprintf("; preflight failed on %d of %d nodes", failing, s.cfg.Size)
@@ -630,12 +641,12 @@ func (s *RendezvousServer) handle(n *rvNode, msg rvMessage) {
 	switch {
 	case msg.Type == msgReport:
 		s.timelines[n.m.Index] = msg.Timeline
-		s.send(n, encode(rvMessage{Type: msgAck, Job: s.cfg.JobID, Token: s.cfg.Token}))
+		s.send(n, s.message(rvMessage{Type: msgAck}))
 		s.notify()
 	case msg.Type == msgBarrier && s.state == rvReleased:
 		s.arrive(n, msg)
 	default:
-		s.send(n, encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Barrier: msg.Barrier,
+		s.send(n, s.message(rvMessage{Type: msgFail, Barrier: msg.Barrier,
 			Error: fmt.Sprintf("rendezvous: unexpected %q message from %s", msg.Type, s.cfg.nodeName(n.m.Index))}))
 	}
 }
@@ -648,7 +659,7 @@ func (s *RendezvousServer) arrive(n *rvNode, msg rvMessage) {
 		s.barriers[name] = b
 	}
 	if _, again := b.arrived[n.m.Index]; again || (b.result != nil && !b.failed) {
-		s.send(n, encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Barrier: name,
+		s.send(n, s.message(rvMessage{Type: msgFail, Barrier: name,
 			Error: fmt.Sprintf("barrier %q: %s arrived twice", name, s.cfg.nodeName(n.m.Index))}))
 		return
 	}
@@ -718,15 +729,12 @@ func (s *RendezvousServer) decide(name string, b *rvBarrier, summary string, lin
 		b.timer.Stop()
 	}
 	if summary == "" {
-		b.result = encode(rvMessage{Type: msgRelease, Job: s.cfg.JobID, Token: s.cfg.Token, Barrier: name})
+		b.result = s.message(rvMessage{Type: msgRelease, Barrier: name})
 		s.log.Info().Str("barrier", name).Int("nodes", s.cfg.Size).Msg("rendezvous: barrier released")
 	} else {
-		text := summary
-		if len(lines) > 0 {
-			text += ":\n  " + strings.Join(lines, "\n  ")
-		}
+		text := failureText(summary, lines)
 		b.failed = true
-		b.result = encode(rvMessage{Type: msgFail, Job: s.cfg.JobID, Token: s.cfg.Token, Barrier: name, Error: text})
+		b.result = s.message(rvMessage{Type: msgFail, Barrier: name, Error: text})
 		s.log.Error().Str("barrier", name).Msg(text)
 	}
 	idx := make([]int, 0, len(b.arrived))

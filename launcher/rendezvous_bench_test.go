@@ -67,19 +67,7 @@ func BenchmarkRendezvousRelease8(b *testing.B) {
 // BenchmarkRendezvousBarrier8 measures one barrier round for 8 connected
 // nodes: all arrive together, all are released.
 func BenchmarkRendezvousBarrier8(b *testing.B) {
-	const n = 8
-	cfg := rvConfig(n, time.Minute)
-	_, addr := startRendezvous(b, cfg)
-	members := make([]Member, n)
-	for i := range members {
-		members[i] = rvMember(cfg, i)
-	}
-	res := joinAll(b, addr, cfg, members)
-	clients := make([]*RendezvousClient, n)
-	for i, r := range res {
-		require.NoError(b, r.err)
-		clients[i] = r.c
-	}
+	clients, _, _ := joinEveryone(b, 8)
 	ctx := context.Background()
 	round := 0
 	for b.Loop() {

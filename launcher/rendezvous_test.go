@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,25 +11,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/launcher/sim/simtest"
 )
-
-// syncBuffer collects the server's log lines from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func rvHosts(n int) []string {
 	h := make([]string, n)
@@ -85,7 +68,7 @@ func joinAll(t testing.TB, addr string, cfg RendezvousConfig, members []Member) 
 	return out
 }
 
-func joinEveryone(t *testing.T, n int) ([]*RendezvousClient, *RendezvousServer, RendezvousConfig) {
+func joinEveryone(t testing.TB, n int) ([]*RendezvousClient, *RendezvousServer, RendezvousConfig) {
 	t.Helper()
 	cfg := rvConfig(n, time.Minute)
 	s, addr := startRendezvous(t, cfg)
@@ -206,7 +189,7 @@ func TestRendezvousLateNodeNamed(t *testing.T) {
 func TestRendezvousWrongToken(t *testing.T) {
 	const n = 3
 	cfg := rvConfig(n, time.Minute)
-	var log syncBuffer
+	var log simtest.SyncBuffer // the server logs from several goroutines
 	cfg.Log = zerolog.New(&log)
 	_, addr := startRendezvous(t, cfg)
 

@@ -534,7 +534,6 @@ func (s *Spec) portFlags() []portFlag {
 
 // argEdit is one parsed --prefill-arg/--decode-arg entry.
 type argEdit struct {
-	raw    string
 	flag   string   // "--mem-fraction-static"
 	vals   []string // values as separate arguments
 	joined bool     // given as --flag=value: kept as one argument
@@ -589,7 +588,7 @@ func parseArgEdits(v *validator, r roleSpec) ([]argEdit, bool) {
 }
 
 func parseArgEdit(raw string) (argEdit, error) {
-	e := argEdit{raw: raw}
+	var e argEdit
 	s := strings.TrimSpace(raw)
 	if strings.HasPrefix(s, "!") {
 		e.remove = true

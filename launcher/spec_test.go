@@ -92,7 +92,6 @@ func TestParseArgEdit(t *testing.T) {
 		t.Run(raw, func(t *testing.T) {
 			got, err := parseArgEdit(raw)
 			require.NoError(t, err)
-			want.raw = raw
 			assert.Equal(t, want, got)
 		})
 	}

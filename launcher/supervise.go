@@ -78,16 +78,13 @@ func (e Exit) Critical() bool {
 }
 
 // SignalName is the name of the signal that killed the process ("SIGKILL"),
-// "" if it exited. It fills ExitError.Signal.
+// "" if it exited or the signal number is unknown.
 func (e Exit) SignalName() string {
 	if e.Signal == 0 {
 		return ""
 	}
-	return unixSignalName(e.Signal)
+	return unix.SignalName(e.Signal)
 }
-
-// unixSignalName is "SIGTERM" for syscall.SIGTERM, "" for an unknown number.
-func unixSignalName(sig syscall.Signal) string { return unix.SignalName(sig) }
 
 func (e Exit) String() string {
 	switch {

@@ -136,15 +136,9 @@ func ReadEnv(lookup func(string) (string, bool)) (*Env, error) {
 
 // readNodes fills Nodes and NodeListVar and reports whether Nodes is usable.
 func (r *envReader) readNodes(e *Env) bool {
-	name := ""
-	for _, n := range []string{"SLURM_STEP_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NODELIST"} {
-		if _, ok := r.lookup(n); ok {
-			name = n
-			break
-		}
-	}
+	name, ok := firstSet(r.lookup, "SLURM_STEP_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NODELIST")
 	switch {
-	case name == "":
+	case !ok:
 		r.problemf("no node list: none of SLURM_STEP_NODELIST, SLURM_NODELIST, SLURM_JOB_NODELIST is set")
 		return false
 	case e.InStep && name != "SLURM_STEP_NODELIST":

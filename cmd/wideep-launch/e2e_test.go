@@ -188,7 +188,7 @@ func readRecord(t *testing.T, dir, node, role string) simRecord {
 	return r
 }
 
-// planJSON asks the binary for the offline plan of the lab's nodes.
+// planNode is the part of a node of `plan --output json` the tests read.
 type planNode struct {
 	Index     int    `json:"index"`
 	Host      string `json:"host"`
@@ -201,6 +201,7 @@ type planNode struct {
 	} `json:"processes"`
 }
 
+// offlinePlan asks the binary for the offline plan of the lab's nodes.
 func offlinePlan(t *testing.T, nodelist string) []planNode {
 	t.Helper()
 	out, err := exec.Command(launcherBin, "plan", "--nodelist", nodelist, "--output", "json").Output()

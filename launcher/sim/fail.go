@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,11 +70,10 @@ func parseFailure(entry string) (Failure, error) {
 	if len(parts) < 2 || len(parts) > 3 {
 		return Failure{}, fmt.Errorf("want 2 or 3 fields separated by ':', got %d", len(parts))
 	}
-	fl := Failure{Role: "worker", Code: 1}
-	fl.Host, fl.Role = parts[0], "worker"
+	fl := Failure{Host: parts[0], Role: "worker", Code: 1}
 	if h, r, ok := strings.Cut(parts[0], "/"); ok {
 		fl.Host, fl.Role = h, r
-		if !contains(failRoles, r) {
+		if !slices.Contains(failRoles, r) {
 			return Failure{}, fmt.Errorf("unknown role %q (one of %s)", r, strings.Join(failRoles, ", "))
 		}
 	}
@@ -116,7 +116,7 @@ func findFailure(fails []Failure, hosts []string, role, stage string) (Failure, 
 		if fl.Stage != stage || !roleMatches(fl.Role, role) {
 			continue
 		}
-		if fl.Host == "*" || contains(hosts, fl.Host) {
+		if fl.Host == "*" || slices.Contains(hosts, fl.Host) {
 			return fl, true
 		}
 	}

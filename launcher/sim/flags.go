@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -298,7 +299,7 @@ func parseArgs(argv []string, defs []flagDef, required ...string) (*args, error)
 				return nil, argErrorf(def, "invalid float value: %s", pyRepr(val))
 			}
 		case kindEnum:
-			if !contains(def.choices, val) {
+			if !slices.Contains(def.choices, val) {
 				quoted := make([]string, len(def.choices))
 				for j, c := range def.choices {
 					quoted[j] = pyRepr(c)
@@ -359,15 +360,6 @@ func pyRepr(s string) string {
 		return `"` + s + `"`
 	}
 	return "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // printArgError prints an argparse-style failure: a usage line, then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -192,7 +193,7 @@ func (fe *frontend) health(w http.ResponseWriter, r *http.Request) {
 func servedModels(ins []Instance) []string {
 	var models []string
 	for _, in := range ins {
-		if in.Component != "prefill" && in.Endpoint == "generate" && in.Model != "" && !contains(models, in.Model) {
+		if in.Component != "prefill" && in.Endpoint == "generate" && in.Model != "" && !slices.Contains(models, in.Model) {
 			models = append(models, in.Model)
 		}
 	}
@@ -247,7 +248,7 @@ func (fe *frontend) chat(w http.ResponseWriter, r *http.Request) {
 	case len(models) == 0:
 		writeError(w, http.StatusServiceUnavailable, "no model is ready: no decode worker registered")
 		return
-	case !contains(models, req.Model):
+	case !slices.Contains(models, req.Model):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found (serving %s)", req.Model, strings.Join(models, ", ")))
 		return
 	}

@@ -30,6 +30,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,7 +171,7 @@ func (s *standIn) getenv(name string) string {
 func (s *standIn) nodeNames() []string {
 	var names []string
 	add := func(n string) {
-		if n != "" && !contains(names, n) {
+		if n != "" && !slices.Contains(names, n) {
 			names = append(names, n)
 		}
 	}

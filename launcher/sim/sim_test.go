@@ -9,13 +9,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/launcher/sim/simtest"
 )
 
 // helperEnv makes the test binary act as `wideep-launch sim`, for the tests
@@ -35,28 +36,11 @@ func TestMain(m *testing.M) {
 // hanging; it is never what makes a test pass.
 const waitTimeout = 30 * time.Second
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // standInRun is a stand-in running in a goroutine of the test.
 type standInRun struct {
 	t       *testing.T
-	stdout  *syncBuf
-	stderr  *syncBuf
+	stdout  *simtest.SyncBuffer
+	stderr  *simtest.SyncBuffer
 	sigs    chan os.Signal
 	serving chan Record
 	exit    chan int
@@ -66,7 +50,7 @@ type standInRun struct {
 func startStandIn(t *testing.T, argv []string, env map[string]string) *standInRun {
 	t.Helper()
 	r := &standInRun{
-		t: t, stdout: &syncBuf{}, stderr: &syncBuf{},
+		t: t, stdout: &simtest.SyncBuffer{}, stderr: &simtest.SyncBuffer{},
 		sigs: make(chan os.Signal, 1), serving: make(chan Record, 1), exit: make(chan int, 1),
 	}
 	s := &standIn{
@@ -243,13 +227,13 @@ func TestMainRejectsWhatItCannotSimulate(t *testing.T) {
 
 // The helper process is the stand-in as the launcher runs it: a process of
 // its own, with real signals.
-func helperCommand(t *testing.T, argv []string, env ...string) (*exec.Cmd, *syncBuf) {
+func helperCommand(t *testing.T, argv []string, env ...string) (*exec.Cmd, *simtest.SyncBuffer) {
 	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, argv...)
 	cmd.Env = append(append(os.Environ(), helperEnv+"=1"), env...)
-	out := &syncBuf{}
+	out := &simtest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out
 }

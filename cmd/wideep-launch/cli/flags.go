@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/hashicorp/go-multierror"
@@ -12,10 +13,11 @@ import (
 )
 
 // newFlagSet makes a command's flag set. Usage output goes to stdout for
-// --help (a request) and parse errors go to stderr via the returned error.
+// --help (a request) and parse errors go to stderr via the returned error,
+// so pflag itself prints nothing.
 func newFlagSet(sys System, name, synopsis, description string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(sys.Stderr)
+	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	fs.Usage = func() {
 		fmt.Fprintf(sys.Stdout, "Usage: %s\n\n%s\n", synopsis, description)
@@ -28,7 +30,6 @@ func newFlagSet(sys System, name, synopsis, description string) *pflag.FlagSet {
 
 // parseFlags parses args. Parse errors become usage errors (exit 2).
 func parseFlags(fs *pflag.FlagSet, args []string) error {
-	fs.SetOutput(discard{})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return pflag.ErrHelp
@@ -37,10 +38,6 @@ func parseFlags(fs *pflag.FlagSet, args []string) error {
 	}
 	return nil
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // EnvName is the WIDEEP_* variable that backs a flag: --health-timeout is
 // WIDEEP_HEALTH_TIMEOUT. The launcher's deployment flags use the same rule.

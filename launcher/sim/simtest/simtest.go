@@ -39,7 +39,7 @@ type Server struct {
 	Addr string // 127.0.0.1:<client port>
 	Cmd  *exec.Cmd
 
-	out    *syncBuffer
+	out    *SyncBuffer
 	exited chan struct{}
 }
 
@@ -116,7 +116,7 @@ func StartNATS(t testing.TB, extra ...string) *Server {
 func NATSJetStreamArgs(dir string) []string { return []string{"-js", "-sd", dir} }
 
 func start(t testing.TB, argv []string, url, addr string, ready func(context.Context, string, string) error) (*Server, error) {
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// If the test binary dies, the server must not outlive it.
@@ -174,18 +174,20 @@ func tcpOpen(ctx context.Context, _, addr string) error {
 	return c.Close()
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that several goroutines may write to (a
+// server's output, a log) while the test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -56,14 +55,7 @@ func runExec(sys System, args []string) error {
 	argv := fs.Args()
 	spec := launcher.ProcSpec{Name: filepath.Base(argv[0]), Argv: argv, Env: sys.Environ(), LogPath: *logFile}
 	if code := launcher.SuperviseOne(context.Background(), sup, spec, sigs); code != 0 {
-		return execExit(code)
+		return passedThrough(code)
 	}
 	return nil
 }
-
-// execExit is the command's exit code, passed through.
-type execExit int
-
-func (e execExit) Error() string  { return "command exited with code " + strconv.Itoa(int(e)) }
-func (e execExit) ExitCode() int  { return int(e) }
-func (e execExit) Reported() bool { return true }

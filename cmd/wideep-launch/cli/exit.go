@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/spf13/pflag"
 
@@ -21,6 +22,15 @@ const (
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// passedThrough is the exit code of a child process that the launcher exits
+// with as it is (exec, sim); the child has already said why, so nothing more
+// is printed.
+type passedThrough int
+
+func (e passedThrough) Error() string  { return "exited with code " + strconv.Itoa(int(e)) }
+func (e passedThrough) ExitCode() int  { return int(e) }
+func (e passedThrough) Reported() bool { return true }
 
 func usageErrorf(format string, a ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, a...)}

@@ -3,7 +3,6 @@ package cli
 import (
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/wideep/wideep-launch/launcher/sim"
@@ -29,15 +28,7 @@ func runSim(sys System, args []string) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if code := sim.Main(args, sys.LookupEnv, sys.Stdout, sys.Stderr, sigs); code != 0 {
-		return simExit(code)
+		return passedThrough(code)
 	}
 	return nil
 }
-
-// simExit is the stand-in's exit code, passed through as is; the stand-in
-// has already said why on stderr.
-type simExit int
-
-func (e simExit) Error() string  { return "simulated process exited with code " + strconv.Itoa(int(e)) }
-func (e simExit) ExitCode() int  { return int(e) }
-func (e simExit) Reported() bool { return true }

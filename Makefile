@@ -37,7 +37,7 @@ test-e2e: deps
 	$(GO) test -count=1 -timeout 20m -v -run 'TestE2E' ./cmd/wideep-launch/
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/...
 	bash launcher/bench/overhead.sh $(BIN)
 	bash launcher/bench/lab.sh $(BIN)
 

@@ -289,23 +289,8 @@ func parseArgs(argv []string, defs []flagDef, required ...string) (*args, error)
 			i++
 			val = argv[i]
 		}
-		switch def.kind {
-		case kindInt:
-			if _, err := pyInt(val); err != nil {
-				return nil, argErrorf(def, "invalid int value: %s", pyRepr(val))
-			}
-		case kindFloat:
-			if _, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err != nil {
-				return nil, argErrorf(def, "invalid float value: %s", pyRepr(val))
-			}
-		case kindEnum:
-			if !slices.Contains(def.choices, val) {
-				quoted := make([]string, len(def.choices))
-				for j, c := range def.choices {
-					quoted[j] = pyRepr(c)
-				}
-				return nil, argErrorf(def, "invalid choice: %s (choose from %s)", pyRepr(val), strings.Join(quoted, ", "))
-			}
+		if err := checkValue(def, val); err != nil {
+			return nil, err
 		}
 		a.values[canon] = val
 	}
@@ -322,6 +307,29 @@ func parseArgs(argv []string, defs []flagDef, required ...string) (*args, error)
 		return nil, &argError{"unrecognized arguments: " + strings.Join(unrecognized, " ")}
 	}
 	return a, nil
+}
+
+// checkValue checks one flag's value as argparse's type and choices would.
+func checkValue(def *flagDef, val string) error {
+	switch def.kind {
+	case kindInt:
+		if _, err := pyInt(val); err != nil {
+			return argErrorf(def, "invalid int value: %s", pyRepr(val))
+		}
+	case kindFloat:
+		if _, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err != nil {
+			return argErrorf(def, "invalid float value: %s", pyRepr(val))
+		}
+	case kindEnum:
+		if !slices.Contains(def.choices, val) {
+			quoted := make([]string, len(def.choices))
+			for j, c := range def.choices {
+				quoted[j] = pyRepr(c)
+			}
+			return argErrorf(def, "invalid choice: %s (choose from %s)", pyRepr(val), strings.Join(quoted, ", "))
+		}
+	}
+	return nil
 }
 
 func argErrorf(def *flagDef, format string, v ...any) error {

@@ -76,7 +76,7 @@ func (s *standIn) runFrontend(argv []string) int {
 	}
 
 	fe := &frontend{standIn: s, etcd: NewEtcdClient(s.getenv("ETCD_ENDPOINTS")), started: time.Now().Unix()}
-	ln, err := listenTCP(host, port)
+	ln, err := listenTCP(s.bindHost(host), port)
 	if err != nil {
 		s.logf("%v", err)
 		return s.finish(rec, exitError, err.Error())

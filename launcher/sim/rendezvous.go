@@ -95,8 +95,8 @@ type helloResult struct {
 const helloTimeout = 10 * time.Second
 
 // serveRendezvous is node rank 0's side. logf reports late or broken peers.
-func serveRendezvous(ctx context.Context, port string, me Hello, timeout time.Duration, logf func(string, ...any)) (*rendezvous, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort("", port))
+func serveRendezvous(ctx context.Context, host, port string, me Hello, timeout time.Duration, logf func(string, ...any)) (*rendezvous, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: listen on port %s of --dist-init-addr: %w", port, err)
 	}

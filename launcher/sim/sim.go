@@ -17,6 +17,9 @@
 //	WIDEEP_SIM_LEASE_TTL         etcd lease TTL of worker instances, seconds (default 10, as Dynamo)
 //	WIDEEP_SIM_FAIL              injected failures, see Failure
 //	WIDEEP_SIM_ORPHAN            1: each worker leaves a setsid daemon ignoring SIGTERM (see EnvOrphan)
+//	WIDEEP_SIM_BIND_HOST         bind this address wherever the real program binds every address
+//	                             (0.0.0.0): several simulated nodes on one host, each on its own
+//	                             loopback address (127.0.0.N), use the same ports without colliding
 //
 // Durations are Go durations ("1.5s") or plain seconds ("2").
 package sim
@@ -45,6 +48,7 @@ const (
 	EnvPrecompileDelay = "WIDEEP_SIM_PRECOMPILE_DELAY"
 	EnvLeaseTTL        = "WIDEEP_SIM_LEASE_TTL"
 	EnvFail            = "WIDEEP_SIM_FAIL"
+	EnvBindHost        = "WIDEEP_SIM_BIND_HOST"
 )
 
 // Roles of the stand-ins, as used in record file names and WIDEEP_SIM_FAIL.
@@ -386,6 +390,15 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// bindHost is where the stand-in binds when the real program would bind
+// host: WIDEEP_SIM_BIND_HOST replaces a wildcard.
+func (s *standIn) bindHost(host string) string {
+	if v := s.getenv(EnvBindHost); v != "" && (host == "" || host == "0.0.0.0" || host == "::") {
+		return v
+	}
+	return host
 }
 
 // listenTCP binds host:port; an IPv4 host (0.0.0.0 included) binds IPv4

@@ -256,7 +256,7 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 		var err error
 		if cfg.rank == 0 {
 			w.logf("rendezvous: waiting for %d node(s) on port %s", cfg.nnodes-1, cfg.distPort)
-			w.rdzv, err = serveRendezvous(ctx, cfg.distPort, me, cfg.distTimeout, w.logf)
+			w.rdzv, err = serveRendezvous(ctx, w.bindHost(""), cfg.distPort, me, cfg.distTimeout, w.logf)
 		} else {
 			w.logf("rendezvous: joining node rank 0 at %s", cfg.distInit)
 			w.rdzv, err = joinRendezvous(ctx, cfg.distInit, me, cfg.distTimeout, w.logf)
@@ -327,7 +327,7 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 // and bootstrap servers do; a port already in use fails the worker like the
 // real one.
 func (w *worker) listen(what, host string, port int) error {
-	ln, err := listenTCP(host, port)
+	ln, err := listenTCP(w.bindHost(host), port)
 	if err != nil {
 		return fmt.Errorf("%s server: %w", what, err)
 	}

@@ -228,9 +228,13 @@ start_daemon munged "$DIR/log/munged.out" munged -F \
   --key-file="$DIR/munge-key/munge.key" --seed-file="$DIR/munge-key/munged.seed" \
   --socket="$SOCK" --pid-file="$DIR/munge-sock/munged.pid" --log-file="$DIR/log/munged.log"
 PID_munged=$LAST_PID
-for _ in $(seq 1 $((TIMEOUT * 20))); do [ -S "$SOCK" ] && break; is_ours "$PID_munged" || break; sleep 0.05; done
-munge -S "$SOCK" -n 2>/dev/null | unmunge -S "$SOCK" >/dev/null 2>&1 \
-  || { cat "$DIR/log/munged.out" >&2; die "munged did not come up"; }
+# The socket appears before munged serves it: poll a real credential round trip.
+munge_ok=0
+for _ in $(seq 1 $((TIMEOUT * 20))); do
+  if [ -S "$SOCK" ] && munge -S "$SOCK" -n 2>/dev/null | unmunge -S "$SOCK" >/dev/null 2>&1; then munge_ok=1; break; fi
+  is_ours "$PID_munged" || break; sleep 0.05
+done
+[ "$munge_ok" = 1 ] || { cat "$DIR/log/munged.out" >&2; die "munged did not come up"; }
 log "munged up (pid $PID_munged)"
 
 # ---------------------------------------------------------------------------------------------

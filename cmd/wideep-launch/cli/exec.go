@@ -5,11 +5,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/launcher/supervise"
 )
 
 func init() {
@@ -28,7 +27,7 @@ Use it for other job steps that must not leave processes behind:
 func runExec(sys System, args []string) error {
 	fs := newFlagSet(sys, "exec", "wideep-launch exec [flags] -- COMMAND [ARG...]", execDescription)
 	fs.SetInterspersed(false)
-	grace := fs.Duration("grace", 20*time.Second, "time between SIGTERM and SIGKILL; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
+	grace := fs.Duration("grace", supervise.DefaultGrace, "time between SIGTERM and SIGKILL; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
 	logFile := fs.String("log", "", "also copy the command's output to this file (env "+EnvName("log")+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -44,17 +43,17 @@ func runExec(sys System, args []string) error {
 	}
 	// Signals are caught before the command starts, so none is lost.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, launcher.ForwardSignals()...)
+	signal.Notify(sigs, supervise.ForwardSignals()...)
 	defer signal.Stop(sigs)
-	if err := launcher.BecomeSubreaper(); err != nil {
+	if err := supervise.BecomeSubreaper(); err != nil {
 		return err
 	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: sys.Stderr, NoColor: true, TimeFormat: "15:04:05.000"}).
 		Level(zerolog.ErrorLevel).With().Timestamp().Logger()
-	sup := &launcher.Supervisor{Log: log, Output: sys.Stdout, Grace: *grace}
+	sup := &supervise.Supervisor{Log: log, Output: sys.Stdout, Grace: *grace, Reaper: supervise.NewReaper()}
 	argv := fs.Args()
-	spec := launcher.ProcSpec{Name: filepath.Base(argv[0]), Argv: argv, Env: sys.Environ(), LogPath: *logFile}
-	if code := launcher.SuperviseOne(context.Background(), sup, spec, sigs); code != 0 {
+	spec := supervise.ProcSpec{Name: filepath.Base(argv[0]), Argv: argv, Env: sys.Environ(), LogPath: *logFile}
+	if code := supervise.SuperviseOne(context.Background(), sup, spec, sigs); code != 0 {
 		return passedThrough(code)
 	}
 	return nil

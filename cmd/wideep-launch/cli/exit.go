@@ -8,15 +8,15 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/launcher/exitcode"
 	"github.com/wideep/wideep-launch/slurm"
 )
 
-// Exit codes of wideep-launch. Worker codes pass through unchanged.
+// The exit codes (see package exitcode); worker codes pass through unchanged.
 const (
-	exitOK      = 0
-	exitInput   = 2   // usage, configuration or input error: nothing heavy was started
-	exitFailure = 125 // the launcher itself failed
+	exitOK      = exitcode.OK
+	exitInput   = exitcode.Input
+	exitFailure = exitcode.Launcher
 )
 
 type usageError struct{ msg string }
@@ -49,7 +49,10 @@ func exitCode(stderr io.Writer, err error) int {
 	return codeOf(err)
 }
 
-// codeOf is the one place that turns an error into an exit code.
+// codeOf is the one place that turns an error into an exit code: the CLI's
+// own errors and the slurm package's are input errors; the launcher's
+// errors carry the code they mean (exitcode.Coder); anything else is the
+// launcher failing.
 func codeOf(err error) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return exitOK
@@ -58,12 +61,11 @@ func codeOf(err error) int {
 		ue  *usageError
 		he  *slurm.HostlistError
 		ee  *slurm.EnvError
-		ce  *launcher.ConfigError
-		exc interface{ ExitCode() int }
+		exc exitcode.Coder
 	)
 	switch {
 	case errors.As(err, &ue), errors.As(err, &he), errors.As(err, &ee),
-		errors.Is(err, slurm.ErrNotInSlurm), errors.As(err, &ce):
+		errors.Is(err, slurm.ErrNotInSlurm):
 		return exitInput
 	case errors.As(err, &exc):
 		if c := exc.ExitCode(); c > 0 && c < 256 {

@@ -8,8 +8,6 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/spf13/pflag"
-
-	"github.com/wideep/wideep-launch/launcher"
 )
 
 // newFlagSet makes a command's flag set. Usage output goes to stdout for
@@ -40,8 +38,10 @@ func parseFlags(fs *pflag.FlagSet, args []string) error {
 }
 
 // EnvName is the WIDEEP_* variable that backs a flag: --health-timeout is
-// WIDEEP_HEALTH_TIMEOUT. The launcher's deployment flags use the same rule.
-var EnvName = launcher.EnvName
+// WIDEEP_HEALTH_TIMEOUT, for every command's flags.
+func EnvName(flag string) string {
+	return "WIDEEP_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
 
 // applyEnvDefaults gives every flag the user did not set on the command line
 // the value of its WIDEEP_* variable, so precedence is flag > env > default

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strconv"
 
-	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/slurm"
 )
 
@@ -24,13 +24,13 @@ Every flag also reads the WIDEEP_* variable named in its help; the command
 line wins over the environment. List flags read one entry per line.`
 
 func runPlan(sys System, args []string) error {
-	spec := launcher.DefaultSpec()
+	spec := deploy.DefaultSpec()
 	fs := newFlagSet(sys, "plan", "wideep-launch plan [flags]", planDescription)
 	nodelist := fs.String("nodelist", "", `nodes as a Slurm hostlist, e.g. "gpu[01-08]" (env `+EnvName("nodelist")+`; default: the job's nodes)`)
 	jobID := fs.String("job-id", "", "job id for node-local paths (env "+EnvName("job-id")+"; default: SLURM_JOB_ID, else offline)")
 	output := fs.StringP("output", "o", "table", "output format: table or json (env "+EnvName("output")+")")
 	showCommands := fs.Bool("show-commands", false, "after the table, print each node's commands as shell lines (env "+EnvName("show-commands")+")")
-	spec.RegisterFlags(fs)
+	bindSpecFlags(fs, &spec)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -85,19 +85,19 @@ func runPlan(sys System, args []string) error {
 	}
 	spec.ResolveGPUs(slurmGPUs)
 
-	plan, err := launcher.NewPlan(spec, *jobID, hosts, nil)
+	plan, err := deploy.NewPlan(spec, *jobID, hosts, nil)
 	if err != nil {
 		return err
 	}
 	// Render fully before writing, so a failure leaves stdout empty.
 	var out bytes.Buffer
 	if *output == "json" {
-		err = launcher.WriteJSON(&out, plan)
+		err = deploy.WriteJSON(&out, plan)
 	} else {
-		err = launcher.WriteTable(&out, plan)
+		err = deploy.WriteTable(&out, plan)
 		if err == nil && *showCommands {
 			out.WriteByte('\n')
-			err = launcher.WriteCommands(&out, plan)
+			err = deploy.WriteCommands(&out, plan)
 		}
 	}
 	if err != nil {

@@ -10,7 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/wideep/wideep-launch/launcher"
+	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/node"
+	"github.com/wideep/wideep-launch/launcher/supervise"
 	"github.com/wideep/wideep-launch/slurm"
 )
 
@@ -53,19 +55,21 @@ Every flag also reads the WIDEEP_* variable named in its help; the command
 line wins over the environment. List flags read one entry per line.`
 
 func runRun(sys System, args []string) error {
-	spec := launcher.DefaultSpec()
+	spec := deploy.DefaultSpec()
+	def := node.DefaultOptions()
+	opts := def
 	fs := newFlagSet(sys, "run", "wideep-launch run [flags]", runDescription)
 	role := fs.String("role", "auto", "this node's role: auto (from the plan), or prefill, decode, infra to assert it (env "+EnvName("role")+")")
 	simulate := fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
-	grace := fs.Duration("grace", 20*time.Second, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
-	healthTimeout := fs.Duration("health-timeout", 60*time.Minute, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
+	fs.DurationVar(&opts.Grace, "grace", def.Grace, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
+	fs.DurationVar(&opts.HealthTimeout, "health-timeout", def.HealthTimeout, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
 	rvHost := fs.String("rendezvous-host", "", "address or name the nodes use to reach node 0 (empty: its Slurm node name, which must resolve on every node) (env "+EnvName("rendezvous-host")+")")
-	rvTimeout := fs.Duration("rendezvous-timeout", launcher.DefaultRendezvousDeadline, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
-	infraTimeout := fs.Duration("infra-timeout", 5*time.Minute, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
-	precompileTimeout := fs.Duration("precompile-timeout", 90*time.Minute, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
+	fs.DurationVar(&opts.RendezvousTimeout, "rendezvous-timeout", def.RendezvousTimeout, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
+	fs.DurationVar(&opts.InfraTimeout, "infra-timeout", def.InfraTimeout, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
+	fs.DurationVar(&opts.PrecompileTimeout, "precompile-timeout", def.PrecompileTimeout, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
 	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
 	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
-	spec.RegisterFlags(fs)
+	bindSpecFlags(fs, &spec)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -76,12 +80,12 @@ func runRun(sys System, args []string) error {
 		return usageErrorf("run takes no arguments (got %q)", fs.Arg(0))
 	}
 	if *role != "auto" {
-		if _, err := launcher.ParseRole(*role); err != nil {
+		if _, err := deploy.ParseRole(*role); err != nil {
 			return usageErrorf("--role %q (or %s): want auto, prefill, decode or infra", *role, EnvName("role"))
 		}
 	}
-	if *grace <= 0 {
-		return usageErrorf("--grace %s: must be positive", *grace)
+	if opts.Grace <= 0 {
+		return usageErrorf("--grace %s: must be positive", opts.Grace)
 	}
 	level, err := zerolog.ParseLevel(*logLevel)
 	if err != nil || *logLevel == "" {
@@ -105,39 +109,39 @@ func runRun(sys System, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec.Simulate = *simulate
 	spec.NodeSource = env.NodeListVar
 	spec.ResolveGPUs(env.GPUsOnNode)
-	self, err := sys.Executable()
-	if err != nil {
-		return fmt.Errorf("finding this executable: %w", err)
+	var runtime node.Runtime = node.Host{}
+	if *simulate {
+		self, err := sys.Executable()
+		if err != nil {
+			return fmt.Errorf("finding this executable: %w", err)
+		}
+		runtime = node.Simulation{Self: self}
 	}
 
 	// Signals are caught from here on, before anything starts: a SIGTERM
 	// during the rendezvous must still stop the node cleanly.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, launcher.ForwardSignals()...)
+	signal.Notify(sigs, supervise.ForwardSignals()...)
 	defer signal.Stop(sigs)
 
-	rt := &launcher.NodeRuntime{
-		Spec:              spec,
-		Slurm:             env,
-		Role:              *role,
-		RendezvousHost:    *rvHost,
-		Grace:             *grace,
-		HealthTimeout:     *healthTimeout,
-		RendezvousTimeout: *rvTimeout,
-		InfraTimeout:      *infraTimeout,
-		PrecompileTimeout: *precompileTimeout,
-		Self:              self,
-		Environ:           sys.Environ(),
-		LookupEnv:         sys.LookupEnv,
-		LogWriter:         logOut,
-		LogLevel:          level,
-		Output:            sys.Stdout,
-		Signals:           sigs,
-		Now:               sys.Now,
-		ExitCode:          codeOf,
+	rt := &node.NodeRuntime{
+		Spec:           spec,
+		Slurm:          env,
+		Role:           *role,
+		RendezvousHost: *rvHost,
+		Options:        opts,
+		Runtime:        runtime,
+		// The program's one reaper of child processes.
+		Reaper:    supervise.NewReaper(),
+		Environ:   sys.Environ(),
+		LookupEnv: sys.LookupEnv,
+		LogWriter: logOut,
+		LogLevel:  level,
+		Output:    sys.Stdout,
+		Signals:   sigs,
+		Now:       sys.Now,
 	}
 	return rt.Run(context.Background())
 }

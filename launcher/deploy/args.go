@@ -1,0 +1,171 @@
+package deploy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// argEdit is one parsed --prefill-arg/--decode-arg entry.
+type argEdit struct {
+	flag   string   // "--mem-fraction-static"
+	vals   []string // values as separate arguments
+	joined bool     // given as --flag=value: kept as one argument
+	remove bool     // "!--flag"
+}
+
+// managedFlags are set by the plan; a user edit of them would break the
+// layout, so it is an error that names what to use instead.
+var managedFlags = map[string]string{
+	"--node-rank":                     "the plan sets it per node",
+	"--nnodes":                        "use --prefill-nodes-per-worker/--decode-nodes-per-worker",
+	"--dist-init-addr":                "the plan sets it to the worker's head (port: --dist-init-port)",
+	"--disaggregation-mode":           "the plan sets it from the role",
+	"--tp-size":                       "use --prefill-tp-size/--decode-tp-size",
+	"--tp":                            "use --prefill-tp-size/--decode-tp-size",
+	"--tensor-parallel-size":          "use --prefill-tp-size/--decode-tp-size",
+	"--dp-size":                       "use --prefill-dp-size/--decode-dp-size",
+	"--dp":                            "use --prefill-dp-size/--decode-dp-size",
+	"--data-parallel-size":            "use --prefill-dp-size/--decode-dp-size",
+	"--port":                          "use --sglang-port",
+	"--nccl-port":                     "use --nccl-port",
+	"--disaggregation-bootstrap-port": "use --bootstrap-port",
+	"--model-path":                    "use --model-path",
+	"--served-model-name":             "use --served-model-name",
+}
+
+// parseArgEdits parses a role's extra arguments, reporting bad entries.
+func parseArgEdits(v *validator, r roleSpec) ([]argEdit, bool) {
+	ok := true
+	edits := make([]argEdit, 0, len(r.args))
+	defaults := map[string]bool{}
+	for _, a := range defaultArgs(r.role) {
+		defaults[a.flag] = true
+	}
+	for _, raw := range r.args {
+		e, err := parseArgEdit(raw)
+		if err == nil {
+			if why, managed := managedFlags[e.flag]; managed {
+				err = fmt.Errorf("%s is managed by the plan (%s)", e.flag, why)
+			} else if e.remove && !defaults[e.flag] {
+				err = fmt.Errorf("%s is not a default %s flag, nothing to remove", e.flag, r.role)
+			}
+		}
+		if err != nil {
+			v.addf("%s %q: %v", r.flag("arg"), raw, err)
+			ok = false
+			continue
+		}
+		edits = append(edits, e)
+	}
+	return edits, ok
+}
+
+func parseArgEdit(raw string) (argEdit, error) {
+	var e argEdit
+	s := strings.TrimSpace(raw)
+	if strings.HasPrefix(s, "!") {
+		e.remove = true
+		s = strings.TrimSpace(s[1:])
+	}
+	if !strings.HasPrefix(s, "--") || len(s) == 2 {
+		return e, fmt.Errorf("want --flag [value], --flag=value or !--flag")
+	}
+	if i := strings.IndexAny(s, "= \t"); i >= 0 {
+		e.flag = s[:i]
+		rest := s[i+1:]
+		if s[i] == '=' {
+			e.vals, e.joined = []string{rest}, true
+		} else {
+			e.vals = strings.Fields(rest)
+		}
+	} else {
+		e.flag = s
+	}
+	if e.remove && len(e.vals) > 0 {
+		return e, fmt.Errorf("!%s removes a flag and takes no value", e.flag)
+	}
+	return e, nil
+}
+
+// arg is one SGLang flag with its values.
+type arg struct {
+	flag   string
+	vals   []string
+	joined bool // one argument "--flag=value"
+}
+
+// defaultArgs are the reference deployment's flags, in its order
+// (dynamo-sglang-wideep-h100.md). Values the plan computes are "".
+func defaultArgs(role Role) []arg {
+	a := func(flag string, vals ...string) arg { return arg{flag: flag, vals: vals} }
+	if role == RoleDecode {
+		return []arg{
+			a("--model-path", ""), a("--served-model-name", ""), a("--skip-tokenizer-init"),
+			a("--disaggregation-mode", ""), a("--disaggregation-transfer-backend", "nixl"),
+			a("--disaggregation-bootstrap-port", ""), a("--host", "0.0.0.0"),
+			a("--dist-init-addr", ""), a("--nnodes", ""), a("--node-rank", ""),
+			a("--tp-size", ""), a("--dp-size", ""), a("--enable-dp-attention"),
+			a("--decode-log-interval", "1000"), a("--moe-a2a-backend", "deepep"),
+			a("--prefill-round-robin-balance"), a("--page-size", "1"), a("--trust-remote-code"),
+			a("--moe-dense-tp-size", "1"), a("--enable-dp-lm-head"), a("--disable-radix-cache"),
+			a("--watchdog-timeout", "1000000"), a("--enable-two-batch-overlap"),
+			a("--deepep-mode", "low_latency"), a("--mem-fraction-static", "0.835"),
+			a("--ep-num-redundant-experts", "32"), a("--cuda-graph-bs", "128"),
+			a("--port", ""), a("--nccl-port", ""),
+		}
+	}
+	return []arg{
+		a("--model-path", ""), a("--served-model-name", ""), a("--skip-tokenizer-init"),
+		a("--disaggregation-mode", ""), a("--disaggregation-transfer-backend", "nixl"),
+		a("--host", "0.0.0.0"), a("--disaggregation-bootstrap-port", ""),
+		a("--dist-init-addr", ""), a("--nnodes", ""), a("--node-rank", ""),
+		a("--tp-size", ""), a("--dp-size", ""), a("--enable-dp-attention"),
+		a("--decode-log-interval", "1000"), a("--moe-a2a-backend", "deepep"),
+		a("--load-balance-method", "round_robin"), a("--page-size", "1"), a("--trust-remote-code"),
+		a("--moe-dense-tp-size", "1"), a("--enable-dp-lm-head"), a("--disable-radix-cache"),
+		a("--watchdog-timeout", "1000000"), a("--enable-two-batch-overlap"),
+		a("--deepep-mode", "normal"), a("--mem-fraction-static", "0.85"),
+		a("--deepep-config", "/configs/deepep.json"), a("--ep-num-redundant-experts", "32"),
+		a("--ep-dispatch-algorithm", "dynamic"), a("--eplb-algorithm", "deepseek"),
+		a("--port", ""), a("--nccl-port", ""),
+	}
+}
+
+// dynamoOnlyFlags are dynamo.sglang's own flags (Dynamo's SGLang reference
+// guide and runtime args), which sglang.compile_deep_gemm would reject.
+var dynamoOnlyFlags = map[string]bool{
+	"--endpoint": true, "--use-sglang-tokenizer": true, "--custom-jinja-template": true,
+	"--embedding-worker": true, "--multimodal-processor": true, "--multimodal-encode-worker": true,
+	"--multimodal-worker": true, "--image-diffusion-worker": true, "--video-generation-worker": true,
+	"--disagg-config": true, "--disagg-config-key": true, "--migration-limit": true,
+	"--namespace": true, "--discovery-backend": true, "--request-plane": true,
+	"--response-plane": true, "--event-plane": true, "--store-kv": true,
+}
+
+func isDynamoOnly(flag string) bool {
+	return dynamoOnlyFlags[flag] || strings.HasPrefix(flag, "--dyn-")
+}
+
+// the --node-rank and --dist-init-addr values (the only per-node ones).
+func flatten(prefix []string, args []arg) (argv []string, rank, addr int) {
+	argv = slices.Clone(prefix)
+	rank, addr = -1, -1
+	for _, a := range args {
+		if a.joined {
+			argv = append(argv, a.flag+"="+a.vals[0])
+			continue
+		}
+		argv = append(argv, a.flag)
+		switch a.flag {
+		case "--node-rank":
+			rank = len(argv)
+		case "--dist-init-addr":
+			addr = len(argv)
+		}
+		argv = append(argv, a.vals...)
+	}
+	return argv, rank, addr
+}
+
+// cacheKey names a role's DeepGEMM cache: kernels depend on the layout, the

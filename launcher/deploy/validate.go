@@ -1,0 +1,244 @@
+package deploy
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Validate reports every problem of the spec for a node list of numNodes
+// nodes at once, as a *ConfigError wrapping a *multierror.Error.
+func (s Spec) Validate(numNodes int) error {
+	v := &validator{}
+	s.validate(v, numNodes)
+	return v.err()
+}
+
+// validate counts nodes and ports only where the sizes and ports they
+// depend on are sane, so one mistake does not cascade into many messages.
+func (s Spec) validate(v *validator, numNodes int) {
+	s.validateFields(v)
+	sizesOK := s.PrefillWorkers >= 1 && s.PrefillNodesPerWorker >= 1 && s.DecodeWorkers >= 1 &&
+		s.DecodeNodesPerWorker >= 1 && (s.InfraPlacement == InfraFirst || s.InfraPlacement == InfraDedicated)
+	if want := s.NodesNeeded(); sizesOK && numNodes != want {
+		src := s.NodeSource
+		if src == "" {
+			src = "the node list"
+		}
+		v.addf("%s has %d nodes but the spec needs %d (%s)", src, numNodes, want, s.nodeBreakdown())
+	}
+	portsOK := sizesOK
+	for _, p := range s.portFlags() {
+		portsOK = portsOK && *p.port >= 1 && *p.port <= 65535
+	}
+	if portsOK {
+		for _, r := range s.roles() {
+			edits, _ := parseArgEdits(&validator{}, r)
+			if _, dp, _ := s.sizes(r, edits); s.DistInitPort+5+dp > 65535 {
+				v.addf("--dist-init-port %d: SGLang DP attention with dp %d binds up to port %d on the %s head",
+					s.DistInitPort, dp, s.DistInitPort+5+dp, r.role)
+			}
+		}
+		s.checkPorts(v)
+	}
+}
+
+func (s Spec) nodeBreakdown() string {
+	plural := func(n int, w string) string {
+		if n == 1 {
+			return fmt.Sprintf("%d %s", n, w)
+		}
+		return fmt.Sprintf("%d %ss", n, w)
+	}
+	b := fmt.Sprintf("%s × %s + %s × %s",
+		plural(s.PrefillWorkers, "prefill worker"), plural(s.PrefillNodesPerWorker, "node"),
+		plural(s.DecodeWorkers, "decode worker"), plural(s.DecodeNodesPerWorker, "node"))
+	if s.InfraPlacement == InfraDedicated {
+		b += " + 1 dedicated infra node"
+	}
+	return b
+}
+
+type validator struct{ errs *multierror.Error }
+
+func (v *validator) addf(format string, a ...any) {
+	v.errs = multierror.Append(v.errs, fmt.Errorf(format, a...))
+}
+func (v *validator) ok() bool { return v.errs == nil }
+
+func (v *validator) err() error {
+	if v.errs == nil {
+		return nil
+	}
+	v.errs.ErrorFormat = func(es []error) string {
+		var b strings.Builder
+		noun := "problems"
+		if len(es) == 1 {
+			noun = "problem"
+		}
+		fmt.Fprintf(&b, "invalid deployment spec (%d %s):", len(es), noun)
+		for _, e := range es {
+			b.WriteString("\n  - " + e.Error())
+		}
+		return b.String()
+	}
+	return &ConfigError{Err: v.errs}
+}
+
+func (s Spec) validateFields(v *validator) {
+	if strings.TrimSpace(s.ModelPath) == "" {
+		v.addf("--model-path is empty")
+	}
+	if strings.TrimSpace(s.ServedModelName) == "" {
+		v.addf("--served-model-name is empty")
+	}
+	if s.GPUsPerNode < 1 {
+		v.addf("--gpus-per-node %d: must be at least 1 (0 must be resolved first: see ResolveGPUs)", s.GPUsPerNode)
+	}
+	switch s.InfraPlacement {
+	case InfraFirst, InfraDedicated:
+	default:
+		v.addf("--infra-node %q: want %s or %s", s.InfraPlacement, InfraFirst, InfraDedicated)
+	}
+	for _, r := range s.roles() {
+		s.validateRole(v, r)
+	}
+	for _, p := range s.portFlags() {
+		if *p.port < 1 || *p.port > 65535 {
+			v.addf("--%s %d: not a TCP port (1-65535)", p.flag, *p.port)
+		}
+	}
+	if s.RendezvousPort < 0 || s.RendezvousPort > 65535 {
+		v.addf("--rendezvous-port %d: not a TCP port (0 derives it from the job id)", s.RendezvousPort)
+	}
+	if s.Iface != "" && (len(s.Iface) > 15 || strings.ContainsAny(s.Iface, "/ \t\n:")) {
+		v.addf("--iface %q: not a network interface name", s.Iface)
+	}
+	if !path.IsAbs(s.CacheDir) {
+		v.addf("--cache-dir %q: must be an absolute path on storage shared by all nodes", s.CacheDir)
+	}
+	if strings.TrimSpace(s.LogDir) == "" {
+		v.addf("--log-dir is empty")
+	}
+	for _, d := range []struct{ flag, val string }{
+		{"local-dir", s.LocalDir}, {"etcd-data-dir", s.EtcdDataDir}, {"nats-store-dir", s.NATSStoreDir},
+	} {
+		if (d.val != "" || d.flag == "local-dir") && !path.IsAbs(d.val) {
+			v.addf("--%s %q: must be an absolute path on node-local disk", d.flag, d.val)
+		}
+	}
+	if s.EtcdEndpoints != "" {
+		for _, e := range strings.Split(s.EtcdEndpoints, ",") {
+			if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+				v.addf("--etcd-endpoints %q: %q is not an http:// or https:// URL", s.EtcdEndpoints, e)
+			}
+		}
+	}
+	if s.NATSServer != "" {
+		if s.NoNATS {
+			v.addf("--nats-server %q and --no-nats contradict each other", s.NATSServer)
+		}
+		if !strings.HasPrefix(s.NATSServer, "nats://") {
+			// Dynamo's client refuses anything else (lib/runtime/src/transports/nats.rs).
+			v.addf("--nats-server %q: must start with nats://", s.NATSServer)
+		}
+	}
+	if s.NATSMaxPayload != "" {
+		if n, err := parseSize(s.NATSMaxPayload); err != nil {
+			v.addf("--nats-max-payload %q: %v", s.NATSMaxPayload, err)
+		} else if n > natsMaxPending {
+			v.addf("--nats-max-payload %q: nats-server refuses more than its max_pending, 64MB", s.NATSMaxPayload)
+		}
+	}
+}
+
+func (s Spec) validateRole(v *validator, r roleSpec) {
+	if r.workers < 1 {
+		v.addf("%s %d: must be at least 1", r.flag("workers"), r.workers)
+	}
+	if r.nodes < 1 {
+		v.addf("%s %d: a worker spans at least one whole node", r.flag("nodes-per-worker"), r.nodes)
+	}
+	edits, ok := parseArgEdits(v, r)
+	if ok && s.GPUsPerNode >= 1 && r.nodes >= 1 {
+		tp, dp, pp := s.sizes(r, edits)
+		switch {
+		case tp < 1:
+			v.addf("%s %d: must be at least 1", r.flag("tp-size"), tp)
+		case tp*pp != r.nodes*s.GPUsPerNode:
+			v.addf("%s worker does not fill whole nodes: tp %d × pp %d = %d ranks, but %d nodes × %d GPUs = %d GPUs (%s, %s, --gpus-per-node)",
+				r.role, tp, pp, tp*pp, r.nodes, s.GPUsPerNode, r.nodes*s.GPUsPerNode, r.flag("tp-size"), r.flag("nodes-per-worker"))
+		case dp < 1 || tp%dp != 0:
+			v.addf("%s %d: must divide the tp size %d", r.flag("dp-size"), dp, tp)
+		}
+	}
+	for _, e := range r.env {
+		k, _, found := strings.Cut(e, "=")
+		switch {
+		case !found:
+			v.addf("%s %q: want KEY=VALUE", r.flag("env"), e)
+		case !validEnvName(k):
+			v.addf("%s %q: %q is not a valid variable name", r.flag("env"), e, k)
+		case k == "ETCD_ENDPOINTS":
+			v.addf("%s %q: ETCD_ENDPOINTS is set by the plan (use --etcd-endpoints)", r.flag("env"), e)
+		case k == "NATS_SERVER":
+			v.addf("%s %q: NATS_SERVER is set by the plan (use --nats-server or --no-nats)", r.flag("env"), e)
+		}
+	}
+}
+
+// sizes are the role's tp, dp and pp sizes; pp comes from its extra args.
+func (s Spec) sizes(r roleSpec, edits []argEdit) (tp, dp, pp int) {
+	pp = 1
+	for _, e := range edits {
+		if !e.remove && (e.flag == "--pp-size" || e.flag == "--pipeline-parallel-size") && len(e.vals) == 1 {
+			if n, err := strconv.Atoi(e.vals[0]); err == nil && n > 0 {
+				pp = n
+			}
+		}
+	}
+	tp = r.tp
+	if tp == 0 && pp > 0 {
+		tp = r.nodes * s.GPUsPerNode / pp
+	}
+	dp = r.dp
+	if dp == 0 {
+		dp = tp
+	}
+	return tp, dp, pp
+}
+
+func validEnvName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, c := range k {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseSize reads a NATS size: a number of bytes or one with a KB/MB/GB suffix
+// (powers of 1024, as nats-server reads them).
+func parseSize(s string) (int64, error) {
+	num, mult := strings.ToUpper(strings.TrimSpace(s)), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("want a size such as 64MB")
+	}
+	return n * mult, nil
+}

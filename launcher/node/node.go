@@ -1,0 +1,220 @@
+// Package node runs one node's part of the deployment (`wideep-launch run`):
+// a declared pipeline of phases (plan → address → preflight → rendezvous →
+// infra → precompile → start → serve, then teardown), each a small function
+// with its own timeout and timeline entry, run by one loop that handles
+// cancellation, stop reasons and verdicts in one place. Its processes run in
+// a Runtime (the host, the simulation stand-ins, a container).
+//
+// Data flows one way: Slurm env → plan → phases → processes.
+package node
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wideep/wideep-launch/launcher/address"
+	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
+	"github.com/wideep/wideep-launch/launcher/supervise"
+	"github.com/wideep/wideep-launch/slurm"
+)
+
+// Options are the node's timings. DefaultOptions is the one place their
+// defaults are written; the CLI shows them as its flags' defaults.
+type Options struct {
+	// Grace is the SIGTERM → SIGKILL delay for the node's processes; it must
+	// stay below Slurm's KillWait.
+	Grace time.Duration
+	// RendezvousTimeout bounds the nodes' wait for each other at the start.
+	RendezvousTimeout time.Duration
+	// InfraTimeout bounds the wait for etcd and NATS to answer.
+	InfraTimeout time.Duration
+	// PrecompileTimeout bounds the DeepGEMM precompile.
+	PrecompileTimeout time.Duration
+	// HealthTimeout bounds node 0's wait for the frontend to serve the model
+	// with every worker registered.
+	HealthTimeout time.Duration
+	// HealthProgress is how often node 0 says what the deployment still
+	// waits for.
+	HealthProgress time.Duration
+	// StopSettle is how long a node whose rendezvous broke waits for its own
+	// stop signal before it calls the break a failure.
+	StopSettle time.Duration
+}
+
+// DefaultOptions are the timings of a production job.
+func DefaultOptions() Options {
+	return Options{
+		Grace:             supervise.DefaultGrace,
+		RendezvousTimeout: rendezvous.DefaultDeadline,
+		InfraTimeout:      5 * time.Minute,
+		PrecompileTimeout: 90 * time.Minute,
+		HealthTimeout:     60 * time.Minute,
+		HealthProgress:    30 * time.Second,
+		StopSettle:        2 * time.Second,
+	}
+}
+
+// NodeRuntime runs one node. Fields are its inputs; nil or zero ones take
+// the defaults described on each.
+type NodeRuntime struct {
+	Spec  deploy.Spec
+	Slurm *slurm.Env
+	// Role is "auto" or the role the user asserts this node has.
+	Role string
+	// RendezvousHost is how the nodes reach node 0; "" is its Slurm node
+	// name, which must then resolve on every node.
+	RendezvousHost string
+	// Options are the timings; a zero field takes DefaultOptions' value.
+	Options Options
+
+	// Runtime runs the processes; nil is the host.
+	Runtime Runtime
+	// Reaper is the program's one reaper of child processes; nil creates
+	// one (then this NodeRuntime must be the only one in the program).
+	Reaper *supervise.Reaper
+
+	// Environ is the environment the processes inherit, before the plan's.
+	Environ   []string
+	LookupEnv func(string) (string, bool)
+	LogWriter io.Writer // the launcher's own log (stderr)
+	LogLevel  zerolog.Level
+	// Output receives the prefixed output of every process and the timeline.
+	Output   io.Writer
+	Signals  <-chan os.Signal
+	Now      func() time.Time
+	Resolver address.Resolver
+	HTTP     *http.Client
+}
+
+// Run runs the node until the deployment stops, and returns nil, or an error
+// that carries the exit code the launcher exits with (exitcode.Coder) and is
+// already logged.
+func (n *NodeRuntime) Run(ctx context.Context) error {
+	n.defaults()
+	r := &run{n: n, env: n.Slurm, idx: n.Slurm.NodeIndex, host: n.Slurm.Host, started: n.Now()}
+	r.jobDir = filepath.Join(n.Spec.LogDir, r.env.JobID)
+	r.log = r.newLogger()
+	defer r.closeLogs()
+	// A requeued job keeps its id: a consumer must not find the last run's URL.
+	_ = os.Remove(r.endpointFile())
+	return coded(r.execute(ctx))
+}
+
+func (n *NodeRuntime) defaults() {
+	d := DefaultOptions()
+	o := &n.Options
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&o.Grace, &d.Grace}, {&o.RendezvousTimeout, &d.RendezvousTimeout}, {&o.InfraTimeout, &d.InfraTimeout},
+		{&o.PrecompileTimeout, &d.PrecompileTimeout}, {&o.HealthTimeout, &d.HealthTimeout},
+		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if n.Now == nil {
+		n.Now = time.Now
+	}
+	if n.Output == nil {
+		n.Output = io.Discard
+	}
+	if n.LogWriter == nil {
+		n.LogWriter = io.Discard
+	}
+	if n.LookupEnv == nil {
+		n.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	if n.HTTP == nil {
+		n.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	if n.Runtime == nil {
+		n.Runtime = Host{}
+	}
+	if n.Reaper == nil {
+		n.Reaper = supervise.NewReaper()
+	}
+}
+
+// run is the state of one Run, filled in phase by phase.
+type run struct {
+	n       *NodeRuntime
+	env     *slurm.Env
+	idx     int
+	host    string
+	jobDir  string
+	log     zerolog.Logger
+	started time.Time
+	timing  []Timing
+
+	ctx    context.Context // the node's: ends when the node stops
+	cancel context.CancelCauseFunc
+
+	offline  *deploy.Plan // from host names, before the rendezvous
+	plan     *deploy.Plan // with every node's address
+	me       deploy.NodePlan
+	addr     string
+	problems []string // this node's preflight findings
+
+	client   *rendezvous.Client
+	server   *rendezvous.Server // node 0 only
+	prepared bool               // the runtime needs its Cleanup
+
+	supMu sync.Mutex
+	sup   *supervise.Supervisor
+	procs procSet
+	gate  sync.WaitGroup // node 0's health gate
+
+	logFiles []io.Closer
+}
+
+// procSet is the node's processes by when they start.
+type procSet struct {
+	infra    []supervise.ProcSpec // etcd, NATS
+	oneshots []supervise.ProcSpec // the precompile
+	services []supervise.ProcSpec // frontend, worker
+}
+
+func (r *run) supervisor() *supervise.Supervisor {
+	r.supMu.Lock()
+	defer r.supMu.Unlock()
+	return r.sup
+}
+
+func (r *run) endpointFile() string { return filepath.Join(r.jobDir, "endpoint") }
+
+// newLogger logs to the launcher's stderr and to <jobdir>/<host>.launcher.log,
+// every line carrying job, node index, host (and role, once known).
+func (r *run) newLogger() zerolog.Logger {
+	n := r.n
+	out := n.LogWriter
+	path := filepath.Join(r.jobDir, r.host+".launcher.log")
+	var file *os.File
+	err := os.MkdirAll(r.jobDir, 0o755)
+	if err == nil {
+		file, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	}
+	if err == nil {
+		r.logFiles = append(r.logFiles, file)
+		out = zerolog.MultiLevelWriter(n.LogWriter, file)
+	} else {
+		// The preflight reports an unwritable log dir to every node; this says
+		// why this node's own log file is missing.
+		_, _ = io.WriteString(n.LogWriter, "wideep-launch: no launcher log file "+path+": "+err.Error()+"\n")
+	}
+	return zerolog.New(out).Level(n.LogLevel).With().Timestamp().
+		Str("job", r.env.JobID).Int("node", r.idx).Str("host", r.host).Logger()
+}
+
+func (r *run) closeLogs() {
+	for _, c := range r.logFiles {
+		_ = c.Close()
+	}
+}

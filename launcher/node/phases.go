@@ -1,0 +1,257 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/preflight"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
+	"github.com/wideep/wideep-launch/launcher/supervise"
+	"github.com/wideep/wideep-launch/slurm"
+)
+
+// makePlan plans the whole deployment from host names: every node computes
+// the same plan, and this node finds its part in it.
+func (r *run) makePlan(context.Context, time.Duration) error {
+	offline, err := deploy.NewPlan(r.n.Spec, r.env.JobID, r.env.Nodes, nil)
+	if err != nil {
+		return err
+	}
+	r.offline = offline
+	me := offline.Nodes[r.idx]
+	// Every line from here on carries the role.
+	r.log = r.log.With().Str("role", string(me.Role)).Logger()
+	r.log.Info().Int("nodes", len(r.env.Nodes)).Str("nodelist", slurm.Compress(r.env.Nodes)).
+		Str("runtime", r.n.Runtime.Name()).Msg("wideep-launch starting")
+	if r.n.Role != "auto" && deploy.Role(r.n.Role) != me.Role {
+		return &deploy.ConfigError{Err: fmt.Errorf("--role %s, but the plan gives node %d (%s) the role %s (worker %d, node rank %d); "+
+			"use --role auto or fix the layout flags", r.n.Role, r.idx, r.host, me.Role, me.Worker, me.NodeRank)}
+	}
+	return nil
+}
+
+// resolveAddress finds the address the other nodes reach this one at.
+func (r *run) resolveAddress(ctx context.Context, _ time.Duration) error {
+	a, how, err := r.n.Resolver.Resolve(ctx, r.n.Spec.Iface, r.host)
+	if err != nil {
+		return r.causeOr(&deploy.ConfigError{Err: fmt.Errorf("node %d (%s): resolving its address: %w", r.idx, r.host, err)})
+	}
+	r.addr = a.String()
+	r.log.Info().Str("addr", r.addr).Str("from", how).Msg("address resolved")
+	return nil
+}
+
+// preflight checks this node; what it finds goes to node 0 with the join,
+// and node 0 tells every node, so the phase itself does not fail.
+func (r *run) preflight(context.Context, time.Duration) error {
+	me := r.offline.Nodes[r.idx]
+	cfg := preflight.Config{
+		CacheDir:   r.n.Spec.CacheDir,
+		LogDir:     r.jobDir,
+		GPUsOnNode: r.env.GPUsOnNode,
+		Simulate:   !r.n.Runtime.UsesGPUs(),
+		LookPath:   r.n.Runtime.LookPath,
+		BindHost:   r.n.Runtime.BindHost(),
+	}
+	seen := map[string]bool{}
+	for _, p := range me.Processes {
+		cfg.Ports = append(cfg.Ports, p.Ports...)
+		if exe := r.n.Runtime.Executable(p); !seen[exe] {
+			seen[exe] = true
+			cfg.Executables = append(cfg.Executables, exe)
+		}
+		// The SGLang worker is named after its role.
+		if p.Name == string(me.Role) {
+			cfg.GPUs = r.offline.GPUsPerNode
+		}
+	}
+	if me.Role != deploy.RoleInfra {
+		cfg.ModelPath = r.n.Spec.ModelPath
+	}
+	r.problems = preflight.Check(cfg)
+	for _, p := range r.problems {
+		r.log.Error().Str("problem", p).Msg("preflight failed")
+	}
+	return nil
+}
+
+// meet joins the other nodes on node 0 (node 0 also serves the meeting),
+// then plans again with every node's address.
+func (r *run) meet(ctx context.Context, limit time.Duration) error {
+	cfg := rendezvous.Config{
+		JobID: r.env.JobID, Token: rendezvous.JobToken(r.n.LookupEnv, r.env.JobID, r.env.StepID),
+		Size: len(r.env.Nodes), Hosts: r.env.Nodes, Deadline: limit, Log: r.log,
+	}
+	port := fmt.Sprint(r.offline.RendezvousPort)
+	rvHost := r.env.Nodes[0]
+	if r.n.RendezvousHost != "" {
+		rvHost = r.n.RendezvousHost
+	}
+	target := net.JoinHostPort(rvHost, port)
+	if r.idx == 0 {
+		ln, err := net.Listen("tcp", ":"+port)
+		if err != nil {
+			return fmt.Errorf("node 0 (%s): rendezvous port %s: %w (set --rendezvous-port)", r.host, port, err)
+		}
+		if r.server, err = rendezvous.Serve(ctx, ln, cfg); err != nil {
+			return err
+		}
+		// Node 0 reaches itself without depending on name resolution.
+		target = net.JoinHostPort("127.0.0.1", port)
+	}
+	// A node that failed preflight exits 2 at once, so under
+	// --kill-on-bad-exit Slurm may SIGTERM this node just before node 0's
+	// verdict arrives: keep listening for it a moment, so every node
+	// reports the same preflight failure instead of "stopped".
+	jctx, jcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer jcancel()
+	stopLater := context.AfterFunc(ctx, func() { time.AfterFunc(time.Second, jcancel) })
+	defer stopLater()
+	client, table, err := rendezvous.Join(jctx, target, cfg,
+		rendezvous.Member{Index: r.idx, Host: r.host, Addr: r.addr, Problems: r.problems})
+	if err != nil {
+		return err
+	}
+	r.client = client
+	r.log.Info().Int("nodes", len(table)).Msg("all nodes joined")
+
+	addrs := make([]string, len(table))
+	for i, m := range table {
+		addrs[i] = m.Addr
+	}
+	if r.plan, err = deploy.NewPlan(r.n.Spec, r.env.JobID, r.env.Nodes, addrs); err != nil {
+		return err
+	}
+	r.me = r.plan.Nodes[r.idx]
+	r.log.Info().Int("worker", r.me.Worker).Int("node_rank", r.me.NodeRank).Str("head", r.me.Head).
+		Str("processes", r.me.ProcessNames()).Msg("plan for this node")
+	if err := r.startSupervisor(); err != nil {
+		return err
+	}
+	r.prepared = true
+	return r.n.Runtime.Prepare(ctx, Node{Index: r.idx, Host: r.host, JobID: r.env.JobID, Log: r.log, Barrier: r.client.BarrierWith})
+}
+
+// startSupervisor readies the node to run processes: from here on the
+// teardown has processes to stop.
+func (r *run) startSupervisor() error {
+	if err := supervise.BecomeSubreaper(); err != nil {
+		r.log.Warn().Err(err).Msg("cannot become a child subreaper: orphans of crashed workers may escape")
+	}
+	s := &supervise.Supervisor{Log: r.log, Output: r.n.Output, Prefix: r.host, Grace: r.n.Options.Grace, Reaper: r.n.Reaper}
+	r.supMu.Lock()
+	r.sup = s
+	r.supMu.Unlock()
+	go r.watchExits(s)
+	r.procs = r.processes(r.me.Processes)
+	return nil
+}
+
+// startInfra starts etcd and NATS on the infra node; nobody goes on before
+// they answer (the "infra" barrier).
+func (r *run) startInfra(ctx context.Context, limit time.Duration) error {
+	problem := ""
+	if r.me.Infra {
+		if err := r.startControlPlane(ctx); err != nil {
+			if r.stopping() {
+				return context.Cause(ctx)
+			}
+			problem = err.Error()
+			r.log.Error().Err(err).Msg("infra services failed")
+		}
+	}
+	bctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return r.client.Barrier(bctx, "infra", problem)
+}
+
+// precompile runs the oneshots (the DeepGEMM precompile) of this node, then
+// meets the others: a failure anywhere fails every node at once.
+func (r *run) precompile(ctx context.Context, limit time.Duration) error {
+	problem := ""
+	for _, p := range r.procs.oneshots {
+		if err := r.runOneshot(ctx, p, limit); err != nil {
+			if r.stopping() {
+				return context.Cause(ctx)
+			}
+			problem = err.Error()
+			break
+		}
+	}
+	bctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return r.client.Barrier(bctx, "precompile", problem)
+}
+
+// runOneshot runs a process that must finish before the services start.
+func (r *run) runOneshot(ctx context.Context, p supervise.ProcSpec, limit time.Duration) error {
+	// Only the precompile's own timeout stops it here. When the node stops,
+	// the teardown's Shutdown stops it together with every other process, in
+	// one grace period rather than one after the other.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+	type result struct {
+		e   supervise.Exit
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		e, err := r.sup.RunOneshot(cctx, p)
+		done <- result{e, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	// The barrier names the node; the message says what and where to look.
+	if res.err != nil {
+		return fmt.Errorf("%s: %w", p.Name, res.err)
+	}
+	if code := supervise.ExitCodeOf(res.e); code != 0 {
+		return fmt.Errorf("%s exited with code %d (log: %s)", p.Name, code, p.LogPath)
+	}
+	return nil
+}
+
+// startServices starts the long-running processes: frontend, worker.
+func (r *run) startServices(ctx context.Context, _ time.Duration) error {
+	for _, p := range r.procs.services {
+		// A stop (or a process exit) decided meanwhile: start nothing more.
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if err := r.sup.Start(p); err != nil {
+			return r.causeOr(fmt.Errorf("starting %s: %w", p.Name, err))
+		}
+	}
+	return nil
+}
+
+// serve reports the startup timeline to node 0, runs node 0's health gate,
+// and waits until the node stops.
+func (r *run) serve(ctx context.Context, limit time.Duration) error {
+	if ctx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		if b, err := json.Marshal(r.timing); err == nil {
+			if err := r.client.Report(rctx, b); err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("could not report the timeline to node 0")
+			}
+		}
+		rcancel()
+	}
+	if r.idx == 0 {
+		r.gate.Add(1)
+		go func() {
+			defer r.gate.Done()
+			r.healthGate(ctx, limit)
+		}()
+	}
+	<-ctx.Done()
+	return context.Cause(ctx)
+}

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/sim"
+	"github.com/wideep/wideep-launch/launcher/supervise"
+)
+
+// Runtime is where a node's processes run: on the host, as simulation
+// stand-ins, in a container. The node plans processes; the runtime says how
+// each one is started and what preflight must find for it.
+type Runtime interface {
+	// Name names the runtime in logs and plans ("host", "simulation").
+	Name() string
+	// Prepare readies the runtime on this node once the nodes have met
+	// (a container to create, an image to import on node 0 while the
+	// others wait at a barrier).
+	Prepare(ctx context.Context, n Node) error
+	// Command is what the supervisor runs for the planned process p, given
+	// the full environment it must see.
+	Command(p deploy.Process, env []string) (argv, cmdEnv []string)
+	// Executable is the program preflight must find for p, and LookPath
+	// finds a program where the processes will run.
+	Executable(p deploy.Process) string
+	LookPath(name string) (string, error)
+	// UsesGPUs says whether the processes need the node's GPUs (stand-ins
+	// do not).
+	UsesGPUs() bool
+	// BindHost is the address the processes bind where the plan says "every
+	// address" (0.0.0.0); "" means every address. Preflight checks ports
+	// there.
+	BindHost() string
+	// Cleanup undoes Prepare at the end of the job, whatever its end.
+	Cleanup(ctx context.Context) error
+}
+
+// Node is what a Runtime learns about the node it prepares.
+type Node struct {
+	Index int
+	Host  string
+	JobID string
+	Log   zerolog.Logger
+	// Barrier meets every node; node 0's payload is what every node gets
+	// back (see rendezvous.Client.BarrierWith).
+	Barrier func(ctx context.Context, name, problem string, payload json.RawMessage) (json.RawMessage, error)
+}
+
+// Host runs the planned processes as they are, on the node itself (or inside
+// the container pyxis already put the launcher in).
+type Host struct{}
+
+func (Host) Name() string                                                { return "host" }
+func (Host) Prepare(context.Context, Node) error                         { return nil }
+func (Host) Command(p deploy.Process, env []string) ([]string, []string) { return p.Argv, env }
+func (Host) Executable(p deploy.Process) string                          { return p.Argv[0] }
+func (Host) LookPath(name string) (string, error)                        { return exec.LookPath(name) }
+func (Host) UsesGPUs() bool                                              { return true }
+func (Host) BindHost() string                                            { return "" }
+func (Host) Cleanup(context.Context) error                               { return nil }
+
+// Simulation runs this binary's stand-ins (`Self sim <the real argv>`) for
+// the Python processes (SGLang, the Dynamo frontend, the precompile), with
+// the real argv and environment; etcd and nats-server stay real.
+type Simulation struct {
+	// Self is this binary.
+	Self string
+	// Env is added to every stand-in's environment (test knobs of the
+	// stand-ins, WIDEEP_SIM_*).
+	Env []string
+	// Bind, when set, is the one address the stand-ins bind instead of every
+	// address: several simulated nodes then share one host, each on its own
+	// loopback address (127.0.0.N), with the same ports.
+	Bind string
+}
+
+func (Simulation) Name() string                        { return "simulation" }
+func (Simulation) Prepare(context.Context, Node) error { return nil }
+func (Simulation) UsesGPUs() bool                      { return false }
+func (s Simulation) BindHost() string                  { return s.Bind }
+func (Simulation) Cleanup(context.Context) error       { return nil }
+
+func (s Simulation) Command(p deploy.Process, env []string) ([]string, []string) {
+	if !standIn(p) {
+		return p.Argv, env
+	}
+	argv := append([]string{s.Self, "sim"}, p.Argv...)
+	env = append(env, s.Env...)
+	if s.Bind != "" {
+		env = append(env, sim.EnvBindHost+"="+s.Bind)
+	}
+	return argv, env
+}
+
+func (s Simulation) Executable(p deploy.Process) string {
+	if standIn(p) {
+		return s.Self
+	}
+	return p.Argv[0]
+}
+
+func (Simulation) LookPath(name string) (string, error) { return exec.LookPath(name) }
+
+// standIn reports whether p runs as a simulation stand-in: every Python
+// process does; etcd and nats-server stay real.
+func standIn(p deploy.Process) bool {
+	return p.Name != deploy.ProcEtcd && p.Name != deploy.ProcNATS
+}
+
+// processes turns the node's planned processes into what the supervisor
+// starts, grouped by when they start.
+func (r *run) processes(ps []deploy.Process) procSet {
+	var set procSet
+	for _, p := range ps {
+		spec := r.procSpec(p)
+		switch {
+		case p.Name == deploy.ProcEtcd || p.Name == deploy.ProcNATS:
+			set.infra = append(set.infra, spec)
+		case p.Oneshot:
+			set.oneshots = append(set.oneshots, spec)
+		default:
+			set.services = append(set.services, spec)
+		}
+	}
+	return set
+}
+
+// procSpec is p with the inherited environment under the plan's (the plan
+// wins, in a stable order), as the runtime runs it.
+func (r *run) procSpec(p deploy.Process) supervise.ProcSpec {
+	base := r.n.Environ
+	env := make([]string, 0, len(base)+len(p.Env))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, override := p.Env[k]; !override {
+			env = append(env, kv)
+		}
+	}
+	keys := make([]string, 0, len(p.Env))
+	for k := range p.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+p.Env[k])
+	}
+	argv, env := r.n.Runtime.Command(p, env)
+	return supervise.ProcSpec{
+		Name: p.Name, Argv: argv, Env: env, Oneshot: p.Oneshot,
+		LogPath: filepath.Join(r.jobDir, r.host+"."+p.Name+".log"),
+	}
+}

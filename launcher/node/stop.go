@@ -1,0 +1,218 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wideep/wideep-launch/launcher/exitcode"
+	"github.com/wideep/wideep-launch/launcher/supervise"
+)
+
+// Stop causes, recorded when the node decides to stop.
+type stopBySignal struct{ sig syscall.Signal }
+
+func (s stopBySignal) Error() string { return "stopped by " + signalName(s.sig) }
+
+type stopByExit struct{ exit supervise.Exit }
+
+func (s stopByExit) Error() string { return "process " + s.exit.Name + " exited" }
+
+// watchSignals applies the signal policy until the teardown is over: a stop
+// signal cancels the node; every signal goes to the supervisor, which
+// forwards what the policy forwards.
+func (r *run) watchSignals(done <-chan struct{}) {
+	for {
+		var sig os.Signal
+		var ok bool
+		select {
+		case <-done:
+			return
+		case sig, ok = <-r.n.Signals:
+		}
+		if !ok {
+			return
+		}
+		ss, _ := sig.(syscall.Signal)
+		// The stop is recorded before anything is forwarded: a process that
+		// dies of the forwarded signal must not look like a crash.
+		if supervise.StopsNode(ss) && r.ctx.Err() == nil {
+			r.log.Warn().Str("signal", signalName(ss)).
+				Msg("stop requested by signal (scancel, time limit, or another node failed under --kill-on-bad-exit)")
+			r.cancel(stopBySignal{ss})
+		}
+		// Forwarding goes on during teardown: Slurm may signal again.
+		if s := r.supervisor(); s != nil {
+			s.HandleSignal(sig)
+		}
+	}
+}
+
+// watchExits implements fail-fast: any exit of a long-running process, or a
+// failed oneshot, stops the node.
+func (r *run) watchExits(s *supervise.Supervisor) {
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case e, ok := <-s.Exits():
+			if !ok {
+				return
+			}
+			if e.Oneshot {
+				// runOneshot reports oneshots itself.
+				continue
+			}
+			r.log.Error().Str("process", e.Name).Int("pid", e.Pid).Int("exit_code", supervise.ExitCodeOf(e)).
+				Msg("process exited: stopping this node")
+			r.cancel(stopByExit{e})
+			return
+		}
+	}
+}
+
+// stopError turns the stop cause into the error the launcher exits with.
+func (r *run) stopError(cause error) error {
+	var bySig stopBySignal
+	var byExit stopByExit
+	switch {
+	case errors.As(cause, &bySig):
+		if bySig.sig == syscall.SIGUSR1 {
+			// sbatch --signal=USR1@T: a planned stop before the time limit.
+			r.log.Info().Msg("stopped gracefully on SIGUSR1 (time limit approaching)")
+			return nil
+		}
+		return &StoppedError{Node: r.idx, Host: r.host, Signal: bySig.sig}
+	case errors.As(cause, &byExit):
+		e := byExit.exit
+		ee := &ExitError{Node: r.idx, Host: r.host, Process: e.Name, Code: supervise.ExitCodeOf(e)}
+		if e.Signal != 0 {
+			ee.Signal = signalName(e.Signal)
+		}
+		if e.Err != nil {
+			return fmt.Errorf("%s: %w", ee.Error(), e.Err)
+		}
+		return ee
+	}
+	return cause
+}
+
+// ExitError is a supervised process that ended the node: its code is the
+// launcher's exit code (128+N when killed by signal N).
+type ExitError struct {
+	Node    int
+	Host    string
+	Process string
+	Code    int
+	Signal  string // name of the signal that killed it, "" if it exited
+}
+
+func (e *ExitError) Error() string {
+	if e.Signal != "" {
+		return fmt.Sprintf("node %d (%s): process %s killed by %s (exit code %d)", e.Node, e.Host, e.Process, e.Signal, e.Code)
+	}
+	if e.Code == 0 {
+		// Services run until the job ends; a clean exit is still the end of
+		// the deployment, and must not look like success to srun.
+		return fmt.Sprintf("node %d (%s): process %s exited with code 0, but it should serve until the job ends", e.Node, e.Host, e.Process)
+	}
+	return fmt.Sprintf("node %d (%s): process %s exited with code %d", e.Node, e.Host, e.Process, e.Code)
+}
+
+// ExitCode passes the process's code through; a service that exited 0 still
+// ended the deployment: exitcode.Launcher.
+func (e *ExitError) ExitCode() int {
+	if e.Code == 0 {
+		return exitcode.Launcher
+	}
+	return e.Code
+}
+
+// StoppedError is a node stopped from outside (scancel, time limit, another
+// node's failure): it failed nothing itself, so its log says "stopped".
+type StoppedError struct {
+	Node   int
+	Host   string
+	Signal syscall.Signal
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("node %d (%s) stopped by %s", e.Node, e.Host, signalName(e.Signal))
+}
+
+// ExitCode is 128+N for signal N, as a shell reports a process killed by it.
+func (e *StoppedError) ExitCode() int { return 128 + int(e.Signal) }
+
+// failure is any other error that ended the node: the launcher itself
+// failed (a barrier, the health gate, a lost rendezvous).
+type failure struct{ error }
+
+func (e failure) Unwrap() error { return e.error }
+func (e failure) ExitCode() int { return exitcode.Launcher }
+
+// reported marks an error the node has logged already, so the CLI does not
+// print it again.
+type reported struct{ error }
+
+func (e reported) Unwrap() error  { return e.error }
+func (e reported) Reported() bool { return true }
+
+// coded makes err carry its exit code and marks it as reported.
+func coded(err error) error {
+	if err == nil {
+		return nil
+	}
+	var c exitcode.Coder
+	if !errors.As(err, &c) {
+		err = failure{err}
+	}
+	return reported{err}
+}
+
+// codeOf is the exit code err carries (see coded).
+func codeOf(err error) int {
+	var c exitcode.Coder
+	if errors.As(coded(err), &c) {
+		return c.ExitCode()
+	}
+	return exitcode.OK
+}
+
+// logEnd is the node's last word: why it ended and the exit code srun gets
+// from it. Under --kill-on-bad-exit srun itself reports 137, so this line
+// is where the real reason is.
+func (r *run) logEnd(err error) {
+	code := codeOf(err)
+	var st *StoppedError
+	var ee *ExitError
+	switch {
+	case err == nil:
+		r.log.Info().Int("exit_code", code).Msgf("node %d (%s) finished", r.idx, r.host)
+	case errors.As(err, &st):
+		r.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
+	case errors.As(err, &ee):
+		// ExitError names the node itself.
+		r.log.Error().Str("process", ee.Process).Int("exit_code", code).Msg("NODE FAILED: " + err.Error())
+	default:
+		// The error in the message, not a field: the console shows its lines as lines.
+		r.log.Error().Int("exit_code", code).Msgf("NODE FAILED: node %d (%s): %v", r.idx, r.host, err)
+	}
+}
+
+func shutdownReason(ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+		return c.Error()
+	}
+	return "launcher exiting"
+}
+
+func signalName(s syscall.Signal) string {
+	if name := unix.SignalName(s); name != "" {
+		return name
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}

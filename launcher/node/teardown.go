@@ -1,0 +1,72 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/wideep/wideep-launch/launcher/health"
+	"github.com/wideep/wideep-launch/launcher/supervise"
+)
+
+// teardown undoes whatever the phases got to, whatever the reason the node
+// stops: processes (one SIGTERM, grace, SIGKILL, no orphan), the runtime,
+// the endpoint file, the rendezvous (node 0 first collects every node's
+// timeline).
+func (r *run) teardown() {
+	if s := r.supervisor(); s != nil {
+		start := r.n.Now()
+		// The gate must not announce READY while processes stop (its ctx
+		// has ended, so it returns at once).
+		r.gate.Wait()
+		if r.idx == 0 {
+			// The deployment is gone: nobody may find its URL.
+			_ = os.Remove(r.endpointFile())
+		}
+		for _, e := range s.Shutdown(shutdownReason(r.ctx)) {
+			r.log.Debug().Str("process", e.Name).Int("code", supervise.ExitCodeOf(e)).Msg("process ended")
+		}
+		r.removeLocalDir()
+		if r.prepared {
+			if err := r.n.Runtime.Cleanup(context.WithoutCancel(r.ctx)); err != nil {
+				r.log.Warn().Err(err).Str("runtime", r.n.Runtime.Name()).Msg("cleaning up the runtime")
+			}
+		}
+		d := r.n.Now().Sub(start)
+		r.timing = append(r.timing, Timing{Name: "teardown", Start: start, Duration: d})
+		r.log.Info().Str("phase", "teardown").Dur("duration", d).Msg("phase done")
+	}
+	if r.server != nil {
+		r.printAllTimelines()
+		r.server.Close()
+	}
+	if r.client != nil {
+		r.client.Close()
+	}
+}
+
+// healthGate runs on node 0: it waits until the frontend serves the model
+// with every worker registered, then says READY and publishes the endpoint.
+func (r *run) healthGate(ctx context.Context, limit time.Duration) {
+	exp := health.ExpectFor(r.plan)
+	progress := func(elapsed time.Duration, missing string) {
+		r.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
+	}
+	_, err := health.WaitReady(ctx, r.n.HTTP, r.plan.Frontend, exp, progress, r.n.Options.HealthProgress, limit)
+	if ctx.Err() != nil {
+		// Stopping: whatever the last poll said, the deployment is going away.
+		return
+	}
+	if err != nil {
+		r.cancel(fmt.Errorf("health gate: %w", err))
+		return
+	}
+	line := fmt.Sprintf("READY %s model=%s prefill=%d decode=%d after %s",
+		r.plan.Frontend, r.plan.Model, exp.Prefill, exp.Decode, r.n.Now().Sub(r.started).Round(time.Millisecond))
+	r.log.Info().Msg(line)
+	fmt.Fprintln(r.n.Output, line)
+	if err := publishFile(r.endpointFile(), []byte(r.plan.Frontend+"\n")); err != nil {
+		r.log.Error().Err(err).Msg("writing the endpoint file")
+	}
+}

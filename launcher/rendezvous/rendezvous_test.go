@@ -1,0 +1,496 @@
+package rendezvous
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/launcher/exitcode"
+	"github.com/wideep/wideep-launch/launcher/sim/simtest"
+)
+
+func rvHosts(n int) []string {
+	h := make([]string, n)
+	for i := range h {
+		h[i] = fmt.Sprintf("node%d", i+1)
+	}
+	return h
+}
+
+func rvConfig(n int, deadline time.Duration) Config {
+	return Config{JobID: "4242", Token: JobToken(func(string) (string, bool) { return "", false }, "4242", "0"), Size: n, Hosts: rvHosts(n), Deadline: deadline}
+}
+
+func rvMember(cfg Config, i int) Member {
+	return Member{Index: i, Host: cfg.Hosts[i], Addr: fmt.Sprintf("10.213.77.%d", i+1)}
+}
+
+// startRendezvous serves on a loopback port and returns its address.
+func startRendezvous(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s, err := Serve(context.Background(), ln, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s, ln.Addr().String()
+}
+
+type joined struct {
+	c     *Client
+	table []Member
+	err   error
+}
+
+// joinAll joins every member concurrently, as the nodes of a job do.
+func joinAll(t testing.TB, addr string, cfg Config, members []Member) []joined {
+	t.Helper()
+	out := make([]joined, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			c, table, err := Join(context.Background(), addr, cfg, m)
+			out[i] = joined{c, table, err}
+		})
+	}
+	wg.Wait()
+	for _, j := range out {
+		if j.c != nil {
+			t.Cleanup(j.c.Close)
+		}
+	}
+	return out
+}
+
+func joinEveryone(t testing.TB, n int) ([]*Client, *Server, Config) {
+	t.Helper()
+	cfg := rvConfig(n, time.Minute)
+	s, addr := startRendezvous(t, cfg)
+	members := make([]Member, n)
+	for i := range members {
+		members[i] = rvMember(cfg, i)
+	}
+	res := joinAll(t, addr, cfg, members)
+	clients := make([]*Client, n)
+	for i, r := range res {
+		require.NoError(t, r.err, "node %d", i)
+		clients[i] = r.c
+	}
+	return clients, s, cfg
+}
+
+// barrierAll runs the same barrier on every client concurrently.
+func barrierAll(ctx context.Context, clients []*Client, name string, problem map[int]string) []error {
+	errs := make([]error, len(clients))
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		if c == nil {
+			continue
+		}
+		wg.Go(func() { errs[i] = c.Barrier(ctx, name, problem[i]) })
+	}
+	wg.Wait()
+	return errs
+}
+
+func TestRendezvousAllNodesGetTheSameTable(t *testing.T) {
+	const n = 8
+	cfg := rvConfig(n, time.Minute)
+	// Node 0's server starts after the others began trying: they retry.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	want := make([]Member, n)
+	for i := range want {
+		want[i] = rvMember(cfg, i)
+	}
+	results := make(chan []joined, 1)
+	go func() { results <- joinAll(t, addr, cfg, want) }()
+
+	ln, err = net.Listen("tcp", addr)
+	require.NoError(t, err)
+	s, err := Serve(context.Background(), ln, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+
+	res := <-results
+	clients := make([]*Client, n)
+	for i, r := range res {
+		require.NoError(t, r.err, "node %d", i)
+		assert.Equal(t, want, r.table, "node %d", i)
+		clients[i] = r.c
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range []string{"infra", "precompile"} {
+		for i, err := range barrierAll(ctx, clients, name, nil) {
+			assert.NoError(t, err, "barrier %s, node %d", name, i)
+		}
+	}
+
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, c := range clients {
+		require.NoError(t, c.Report(ctx, json.RawMessage(fmt.Sprintf(`{"node":%d,"start":%q}`, i, start.Format(time.RFC3339)))))
+	}
+	got := s.Reports(ctx)
+	require.Len(t, got, n)
+	for i := range n {
+		assert.JSONEq(t, fmt.Sprintf(`{"node":%d,"start":"2026-01-02T03:04:05Z"}`, i), string(got[i]))
+	}
+}
+
+func TestRendezvousLateNodeNamed(t *testing.T) {
+	const n, late = 8, 5
+	// Long enough for seven loopback joins on a busy machine; the test takes
+	// this long.
+	cfg := rvConfig(n, time.Second)
+	_, addr := startRendezvous(t, cfg)
+	// Node 7's launcher has the wrong token: the report says so where it
+	// names node 7 as missing.
+	wrong := cfg
+	wrong.Token = "not-the-job-token"
+	_, _, err := Join(context.Background(), addr, wrong, rvMember(cfg, 7))
+	require.Error(t, err)
+
+	var members []Member
+	for i := range n {
+		if i != late && i != 7 {
+			members = append(members, rvMember(cfg, i))
+		}
+	}
+	res := joinAll(t, addr, cfg, members)
+	for _, r := range res {
+		require.Error(t, r.err)
+		assert.Contains(t, r.err.Error(), "rendezvous failed: 2 of 8 nodes never arrived within 1s:\n")
+		assert.Contains(t, r.err.Error(), "\n  node 5 (node6) never arrived\n")
+		assert.Contains(t, r.err.Error(), "\n  node 7 (node8) never arrived (a connection from 127.0.0.1:")
+		assert.Contains(t, r.err.Error(), "claiming node 7 was rejected: job token mismatch for job 4242")
+		assert.NotContains(t, r.err.Error(), "node 4 (node5)")
+		assert.False(t, configVerdict(r.err), "a missing node is not a configuration error")
+		assert.Equal(t, res[0].err.Error(), r.err.Error(), "every node gets the same report")
+	}
+
+	// The late node gets the same report instead of a timeout of its own.
+	_, _, err = Join(context.Background(), addr, cfg, rvMember(cfg, late))
+	require.Error(t, err)
+	assert.Equal(t, res[0].err.Error(), err.Error())
+}
+
+func TestRendezvousWrongToken(t *testing.T) {
+	const n = 3
+	cfg := rvConfig(n, time.Minute)
+	var log simtest.SyncBuffer // the server logs from several goroutines
+	cfg.Log = zerolog.New(&log)
+	_, addr := startRendezvous(t, cfg)
+
+	tests := map[string]struct {
+		mutate func(*Config)
+		want   string
+		logged string
+	}{
+		"token": {
+			mutate: func(c *Config) {
+				c.Token = JobToken(func(k string) (string, bool) { return "secret-from-elsewhere", k == JobTokenEnv }, "4242", "0")
+			},
+			want:   "job token mismatch for job 4242: WIDEEP_JOB_TOKEN must be the same on every node",
+			logged: "job token mismatch for job 4242",
+		},
+		"job id": {
+			mutate: func(c *Config) { c.JobID = "4243" },
+			want:   `job id "4243" does not match this rendezvous (job "4242")`,
+			logged: `job id \"4243\" does not match`,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			bad := cfg
+			bad.Log = zerolog.Nop()
+			tc.mutate(&bad)
+			_, _, err := Join(context.Background(), addr, bad, rvMember(cfg, 1))
+			require.Error(t, err)
+			require.True(t, configVerdict(err), "%v", err)
+			assert.Contains(t, err.Error(), "refused node 1 (node2)")
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, log.String(), "rejected a connection", "the server logs the rejection")
+			assert.Contains(t, log.String(), tc.logged)
+		})
+	}
+	assert.NotContains(t, log.String(), cfg.Token, "the token is never logged")
+
+	// The refused connections do not count: the honest nodes still meet.
+	res := joinAll(t, addr, cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1), rvMember(cfg, 2)})
+	for i, r := range res {
+		require.NoError(t, r.err, "node %d", i)
+		assert.Len(t, r.table, n)
+	}
+}
+
+func TestRendezvousRejectsBadMembers(t *testing.T) {
+	// One node so that the first join completes at once and the server's
+	// state is known when the bad one arrives.
+	cfg := rvConfig(1, time.Minute)
+	_, addr := startRendezvous(t, cfg)
+	res := joinAll(t, addr, cfg, []Member{rvMember(cfg, 0)})
+	require.NoError(t, res[0].err)
+
+	tests := map[string]struct {
+		m    Member
+		want string
+	}{
+		"index out of range": {Member{Index: 1, Host: "node2"}, "node index 1 out of range: the job has 1 nodes (0-0)"},
+		"negative index":     {Member{Index: -1, Host: "node1"}, "node index -1 out of range"},
+		"host mismatch":      {Member{Index: 0, Host: "node9"}, `node 0 claims to be host "node9", but the job's node list has "node1" at index 0`},
+		"duplicate index":    {Member{Index: 0, Host: "node1"}, "node 0 already joined from 127.0.0.1:"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := Join(context.Background(), addr, cfg, tc.m)
+			require.Error(t, err)
+			assert.True(t, configVerdict(err), "%v", err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestRendezvousPreflightFailureReportedToAll(t *testing.T) {
+	const n = 8
+	cfg := rvConfig(n, time.Minute)
+	_, addr := startRendezvous(t, cfg)
+	members := make([]Member, n)
+	for i := range members {
+		members[i] = rvMember(cfg, i)
+	}
+	members[3].Problems = []string{"model path /models/dsr1: does not exist", "port 8000: already in use on this node"}
+	members[6].Problems = []string{"executable etcd: not found in PATH"}
+
+	res := joinAll(t, addr, cfg, members)
+	want := "preflight failed on 2 of 8 nodes:\n" +
+		"  node 3 (node4): model path /models/dsr1: does not exist\n" +
+		"  node 3 (node4): port 8000: already in use on this node\n" +
+		"  node 6 (node7): executable etcd: not found in PATH"
+	for i, r := range res {
+		require.Error(t, r.err, "node %d", i)
+		require.True(t, configVerdict(r.err), "node %d exits 2", i)
+		assert.Equal(t, want, r.err.Error(), "node %d", i)
+		assert.Nil(t, r.table)
+	}
+}
+
+func TestRendezvousBarrierProblem(t *testing.T) {
+	clients, _, _ := joinEveryone(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := barrierAll(ctx, clients, "infra", map[int]string{0: "etcd not ready after 2m0s"})
+	for i, err := range errs {
+		require.Error(t, err, "node %d", i)
+		// How many nodes were still on their way when node 0 arrived varies.
+		assert.Regexp(t, `^barrier "infra" failed on 1 of 8 nodes( \([1-7] not there yet\))?:\n  node 0 \(node1\): etcd not ready after 2m0s$`, err.Error(), "node %d", i)
+		assert.Equal(t, errs[0].Error(), err.Error(), "node %d gets the same verdict", i)
+	}
+}
+
+// A problem fails the barrier at once: nobody waits for nodes still busy
+// (a precompile can take half an hour) to hear the same verdict.
+func TestRendezvousBarrierProblemDoesNotWait(t *testing.T) {
+	clients, _, _ := joinEveryone(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	present := append([]*Client(nil), clients...)
+	present[6] = nil // still precompiling, never arrives here
+	errs := barrierAll(ctx, present, "precompile", map[int]string{2: "kernel cache missing"})
+	for i, err := range errs {
+		if i == 6 {
+			continue
+		}
+		var ve *VerdictError
+		require.ErrorAs(t, err, &ve, "node %d", i)
+		assert.Contains(t, err.Error(), "not there yet", "decided before node 6 arrived")
+		assert.NotContains(t, err.Error(), "did not arrive", "not by the deadline")
+		assert.Contains(t, err.Error(), "node 2 (node3): kernel cache missing")
+	}
+}
+
+func TestRendezvousBarrierDeadline(t *testing.T) {
+	clients, _, _ := joinEveryone(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	present := append([]*Client(nil), clients...)
+	present[6] = nil
+	errs := barrierAll(ctx, present, "precompile", nil)
+	for i, err := range errs {
+		if i == 6 {
+			continue
+		}
+		require.Error(t, err, "node %d", i)
+		assert.Contains(t, err.Error(), `barrier "precompile" failed: 1 of 8 nodes did not arrive within`)
+		assert.Contains(t, err.Error(), "node 6 (node7) did not arrive")
+		assert.NotContains(t, err.Error(), "node 5 (node6)")
+	}
+}
+
+func TestRendezvousDisconnect(t *testing.T) {
+	tests := map[string]struct {
+		leave func(c *Client)
+		want  string
+	}{
+		// A launcher that dies drops its connection without a word.
+		"crash":      {leave: func(c *Client) { c.conn.Close() }, want: "node 4 (node5) disconnected"},
+		"close(bye)": {leave: func(c *Client) { c.Close() }, want: "node 4 (node5) left"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			clients, s, _ := joinEveryone(t, 8)
+			tc.leave(clients[4])
+			clients[4] = nil
+
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for _, name := range []string{"infra", "precompile"} {
+				for i, err := range barrierAll(ctx, clients, name, nil) {
+					if i == 4 {
+						continue
+					}
+					require.Error(t, err, "node %d", i)
+					assert.Equal(t, fmt.Sprintf("barrier %q failed: %s", name, tc.want), err.Error())
+				}
+			}
+			// Nobody waits for a timeline from the node that is gone.
+			for i, c := range clients {
+				if c != nil {
+					require.NoError(t, c.Report(ctx, json.RawMessage(`{"phase":"wait"}`)), "node %d", i)
+				}
+			}
+			assert.Len(t, s.Reports(ctx), 7)
+		})
+	}
+}
+
+func TestRendezvousDisconnectBeforeEveryoneArrived(t *testing.T) {
+	cfg := rvConfig(3, time.Minute)
+	_, addr := startRendezvous(t, cfg)
+	// Node 2 joins and dies at once; the server reads its join before the end
+	// of the stream, whenever node 0 comes.
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	m := rvMember(cfg, 2)
+	_, err = conn.Write(encode(rvMessage{Type: msgJoin, Job: cfg.JobID, Token: cfg.Token, Member: &m}))
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+
+	// Node 1 never comes, yet node 0 learns about node 2 without waiting for
+	// the deadline.
+	res := joinAll(t, addr, cfg, []Member{rvMember(cfg, 0)})
+	require.Error(t, res[0].err)
+	assert.Equal(t, "rendezvous failed: node 2 (node3) disconnected before every node arrived", res[0].err.Error())
+}
+
+func TestServerUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	cfg := rvConfig(2, 200*time.Millisecond)
+	_, _, err = Join(context.Background(), addr, cfg, rvMember(cfg, 1))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "could not reach the server on node 0 (node1) at "+addr+" within 200ms")
+	assert.Contains(t, err.Error(), "connection refused")
+}
+
+func TestConfigInvalid(t *testing.T) {
+	_, _, err := Join(context.Background(), "127.0.0.1:1", Config{Size: 2, Hosts: []string{"a"}}, Member{})
+	require.Error(t, err)
+	for _, s := range []string{"no job id", "no job token", "1 host names for 2 nodes"} {
+		assert.Contains(t, err.Error(), s)
+	}
+}
+
+func TestJobToken(t *testing.T) {
+	unset := func(string) (string, bool) { return "", false }
+	a := JobToken(unset, "4242", "0")
+	assert.Len(t, a, 32)
+	assert.Equal(t, a, JobToken(unset, "4242", "0"), "every node derives the same token")
+	assert.NotEqual(t, a, JobToken(unset, "4242", "1"), "another step of the job")
+	assert.NotEqual(t, a, JobToken(unset, "4243", "0"), "another job")
+	set := func(k string) (string, bool) { return "s3cret", k == JobTokenEnv }
+	assert.Equal(t, "s3cret", JobToken(set, "4242", "0"))
+	empty := func(k string) (string, bool) { return "", k == JobTokenEnv }
+	assert.Equal(t, a, JobToken(empty, "4242", "0"), "an empty variable is unset")
+}
+
+func TestRendezvousServeWithEndedContext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(fmt.Errorf("stopped by SIGTERM"))
+	s, err := Serve(ctx, ln, rvConfig(2, time.Minute))
+	assert.Nil(t, s)
+	assert.EqualError(t, err, "stopped by SIGTERM")
+	_, err = net.Dial("tcp", ln.Addr().String())
+	assert.Error(t, err, "the listener is closed")
+}
+
+// Node 0 stopping (signalled, or one of its processes ended) is no verdict on
+// the others: they learn why, as a PeerStoppedError, instead of "connection
+// lost".
+func TestRendezvousNodeZeroStopping(t *testing.T) {
+	cfg := rvConfig(2, time.Minute)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	s, err := Serve(ctx, ln, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	all := joinAll(t, ln.Addr().String(), cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1)})
+
+	waiting := make(chan error, 1)
+	go func() { waiting <- all[1].c.Barrier(context.Background(), "precompile", "") }()
+	cancel(fmt.Errorf("process etcd exited"))
+
+	err = <-waiting
+	var ps *PeerStoppedError
+	require.ErrorAs(t, err, &ps)
+	assert.Equal(t, "node 0 (node1) is stopping: process etcd exited", ps.Reason)
+}
+
+// configVerdict says whether err is a verdict the user has to fix (exit 2).
+func configVerdict(err error) bool {
+	var ve *VerdictError
+	return errors.As(err, &ve) && ve.Config && ve.ExitCode() == exitcode.Input
+}
+
+func TestRendezvousBarrierCarriesNodeZerosDecision(t *testing.T) {
+	const n = 5
+	clients, _, _ := joinEveryone(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got := make([]json.RawMessage, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		// Only node 0's payload counts: the others' is ignored.
+		payload := json.RawMessage(fmt.Sprintf(`{"from":%d}`, i))
+		wg.Go(func() { got[i], errs[i] = c.BarrierWith(ctx, "decide", "", payload) })
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "node %d", i)
+		assert.JSONEq(t, `{"from":0}`, string(got[i]), "node %d gets node 0's decision", i)
+	}
+	// A later barrier without a payload releases with none.
+	for i, err := range barrierAll(ctx, clients, "plain", nil) {
+		assert.NoError(t, err, "node %d", i)
+	}
+}

@@ -4,7 +4,7 @@ BIN       := bin/wideep-launch
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/wideep/wideep-launch/cmd/wideep-launch/cli.Version=$(VERSION)
 # Debian packages the tests use for real components (see README "What is real").
-DEB_PKGS  := gcc libc6-dev curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps
+DEB_PKGS  := gcc libc6-dev curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps squashfs-tools
 
 .PHONY: all build test test-e2e bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
 
@@ -15,7 +15,7 @@ build:
 
 # Installs the Debian packages the tests need when they are missing (root, apt-get).
 deps:
-	@missing=""; for c in scontrol:slurm-client slurmd:slurmd slurmctld:slurmctld munged:munge etcd:etcd-server nats-server:nats-server nodeset:clustershell ip:iproute2 nsenter:util-linux curl:curl gcc:gcc; do \
+	@missing=""; for c in scontrol:slurm-client slurmd:slurmd slurmctld:slurmctld munged:munge etcd:etcd-server nats-server:nats-server nodeset:clustershell ip:iproute2 nsenter:util-linux curl:curl gcc:gcc mksquashfs:squashfs-tools; do \
 	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -30,7 +30,7 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -count=1 -race -timeout 10m ./launcher/... ./cmd/wideep-launch/cli/
+	$(GO) test -count=1 -race -timeout 10m ./launcher/... ./enroot/... ./cmd/wideep-launch/cli/
 
 # Only the end-to-end jobs on the local 8-node Slurm.
 test-e2e: deps

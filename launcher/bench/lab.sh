@@ -41,3 +41,21 @@ for r in $(seq 1 "$ROUNDS"); do
     'BEGIN{printf "%-6s %14.2f %14.2f %14.2f %16s\n", r, (l-c)*1000, b-a, e-s, m}'
 done
 echo "(release: last node holding the address table after node 0 saw the last arrival; target <= 50 ms)"
+
+# A job is a gang: a worker fails 2 s after READY, in a batch script without
+# --kill-on-bad-exit; the time from the failing worker's exit (its node's
+# "process exited" line) to the last launcher's exit line, the grace aside
+# (the simulated workers stop at once on SIGTERM).
+printf '\n%-6s %24s %12s\n' round "failure -> last exit (s)" "job state"
+for r in $(seq 1 "$ROUNDS"); do
+  job=$(LAUNCHER=$BIN WIDEEP_SIM_WORK=$WORK/f$r WIDEEP_GRACE=3s WIDEEP_LOG_FORMAT=json KILL_ON_BAD_EXIT=0 \
+    WIDEEP_SIM_FAIL=node6:serve=2s:3 sbatch --parsable -N 8 "$ROOT/examples/wideep-sim.sbatch")
+  for _ in $(seq 1 1200); do squeue -h -j "$job" | grep -q . || break; sleep 0.05; done
+  logs=$WORK/f$r/logs/$job
+  failed=$(epoch "$(first_time 'process exited: stopping this node' "$logs/node6.launcher.log")")
+  last=$(for f in "$logs"/*.launcher.log; do grep -h '"exit_code":' "$f" | grep '"message":"\(NODE\|node\|JOB\)' | tail -1 |
+    sed -n 's/.*"time":"\([^"]*\)".*/\1/p'; done | while read -r t; do epoch "$t"; done | sort -n | tail -1)
+  state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' | cut -d= -f2)
+  awk -v r="$r" -v f="$failed" -v l="$last" -v s="${state:-?}" 'BEGIN{printf "%-6s %24.2f %12s\n", r, l-f, s}'
+done
+echo "(target: every launcher gone <= 2 s after the failure, the grace aside, without --kill-on-bad-exit)"

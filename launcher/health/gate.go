@@ -69,7 +69,7 @@ func WaitReady(ctx context.Context, client *http.Client, baseURL string, exp Exp
 		}
 		r, probed = probe, true
 		if !now.Before(deadline) {
-			return now.Sub(start), &TimeoutError{After: now.Sub(start), Missing: r.problems(exp, baseURL)}
+			return now.Sub(start), &TimeoutError{After: now.Sub(start), Missing: r.problems(exp, baseURL, "never registered")}
 		}
 		if !now.Before(nextProgress) {
 			if progress != nil {
@@ -192,7 +192,10 @@ func (r readiness) summary(exp Expect) string {
 }
 
 // problems are the unmet parts of exp, each naming what never showed up.
-func (r readiness) problems(exp Expect, baseURL string) []string {
+// problems are the unmet parts of exp, each naming what is missing;
+// absentWord says how a missing worker is missing ("never registered" before
+// READY, "no longer registered" after).
+func (r readiness) problems(exp Expect, baseURL, absentWord string) []string {
 	if r.frontendErr != nil {
 		return []string{fmt.Sprintf("frontend %s never answered usefully (last: %v)", baseURL, r.frontendErr)}
 	}
@@ -205,7 +208,7 @@ func (r readiness) problems(exp Expect, baseURL string) []string {
 			continue
 		}
 		msg := fmt.Sprintf("%s instances: %d of %d registered", role.role, role.have, role.want)
-		if who := r.unregistered(exp, role.role, role.want-role.have); who != "" {
+		if who := r.unregistered(exp, role.role, role.want-role.have, absentWord); who != "" {
 			msg += " (" + who + ")"
 		}
 		out = append(out, msg)
@@ -222,7 +225,7 @@ func (r readiness) problems(exp Expect, baseURL string) []string {
 // unregistered names the expected workers of role whose instance is not
 // listed. When instances do not tell their hosts the match is ambiguous,
 // and every expected worker of the role is offered as a candidate.
-func (r readiness) unregistered(exp Expect, role deploy.Role, missing int) string {
+func (r readiness) unregistered(exp Expect, role deploy.Role, missing int, absentWord string) string {
 	hosts := map[string]bool{}
 	for _, in := range r.health.Instances {
 		if in.Endpoint == "generate" && healthRole(in.Component) == role && in.Host != "" {
@@ -247,7 +250,7 @@ func (r readiness) unregistered(exp Expect, role deploy.Role, missing int) strin
 	case len(all) == 0:
 		return ""
 	case len(absent) == missing:
-		return "never registered: " + strings.Join(absent, ", ")
+		return absentWord + ": " + strings.Join(absent, ", ")
 	}
 	return "expected from: " + strings.Join(all, ", ")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/wideep/wideep-launch/launcher/address"
 	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/exitcode"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/sim"
 	"github.com/wideep/wideep-launch/slurm"
 )
@@ -323,4 +324,50 @@ func readRecord(t *testing.T, dir, host, role string) sim.Record {
 	var r sim.Record
 	require.NoError(t, json.Unmarshal(b, &r))
 	return r
+}
+
+// A worker that fails after READY ends the whole job, with no Slurm to help:
+// every node stops its processes and names the node and the reason.
+func TestMultiNodeWorkerFailureEndsTheJob(t *testing.T) {
+	c := newCluster(t, "WIDEEP_SIM_FAIL=node6:serve=1500ms:3")
+	c.start()
+	errs := c.wait(time.Minute)
+	const want = "node 5 (node6): process decode exited with code 3"
+	for i, err := range errs {
+		require.Error(t, err, "node %d", i)
+		if i == 5 {
+			var ee *ExitError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, 3, exitCode(err), "the failing node passes its worker's code through")
+			continue
+		}
+		var ae *rendezvous.AbortError
+		require.ErrorAs(t, err, &ae, "node %d", i)
+		assert.Equal(t, want, ae.Msg, "node %d", i)
+		assert.Equal(t, 125, exitCode(err), "node %d: a failure, not a cancellation", i)
+		assert.True(t, hasLine(c.logs[i].String(), "NODE FAILED: "+want), "node %d names the node and why", i)
+	}
+	assert.True(t, hasLine(c.logs[0].String(), "READY http://"), "it had been READY")
+	assert.NoFileExists(t, c.endpointFile())
+	assert.Empty(t, ourChildren(t))
+}
+
+// A worker that deregisters after READY (alive, no longer serving) ends the
+// job after the lost timeout, naming what is missing.
+func TestMultiNodeDeregisteredWorkerEndsTheJob(t *testing.T) {
+	c := newCluster(t, "WIDEEP_SIM_FAIL=node5/decode:deregister=1s", "WIDEEP_SIM_LEASE_TTL=2")
+	for _, n := range c.nodes {
+		n.Options.HealthInterval = 100 * time.Millisecond
+		n.Options.HealthLostTimeout = time.Second
+	}
+	c.start()
+	errs := c.wait(time.Minute)
+	for i, err := range errs {
+		require.Error(t, err, "node %d", i)
+		assert.Equal(t, 125, exitCode(err), "node %d", i)
+		assert.Contains(t, err.Error(), "deployment lost after READY", "node %d", i)
+		assert.Contains(t, err.Error(), "decode instances: 0 of 1 registered (no longer registered: decode worker 0 (head node 4, node5))", "node %d", i)
+	}
+	assert.NoFileExists(t, c.endpointFile())
+	assert.Empty(t, ourChildren(t))
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -44,9 +45,21 @@ type Options struct {
 	// HealthProgress is how often node 0 says what the deployment still
 	// waits for.
 	HealthProgress time.Duration
-	// StopSettle is how long a node whose rendezvous broke waits for its own
-	// stop signal before it calls the break a failure.
+	// StopSettle is how long a node told that another node was stopped waits
+	// for its own stop signal (scancel reaches the nodes a moment apart)
+	// before it calls the stop the job's failure.
 	StopSettle time.Duration
+	// PeerTimeout is how long a node may stay silent on the rendezvous
+	// before it is declared lost and the job ends.
+	PeerTimeout time.Duration
+	// After READY, node 0 asks the frontend every HealthInterval; a
+	// deployment below the plan for HealthLostTimeout is lost and the job
+	// ends. CanaryInterval (0: off) sends a one-token request that often;
+	// CanaryFailures in a row lose the deployment.
+	HealthInterval    time.Duration
+	HealthLostTimeout time.Duration
+	CanaryInterval    time.Duration
+	CanaryFailures    int
 }
 
 // DefaultOptions are the timings of a production job.
@@ -59,6 +72,10 @@ func DefaultOptions() Options {
 		HealthTimeout:     60 * time.Minute,
 		HealthProgress:    30 * time.Second,
 		StopSettle:        2 * time.Second,
+		PeerTimeout:       rendezvous.DefaultPeerTimeout,
+		HealthInterval:    10 * time.Second,
+		HealthLostTimeout: 60 * time.Second,
+		CanaryFailures:    3,
 	}
 }
 
@@ -72,6 +89,9 @@ type NodeRuntime struct {
 	// RendezvousHost is how the nodes reach node 0; "" is its Slurm node
 	// name, which must then resolve on every node.
 	RendezvousHost string
+	// SecretFile holds the job's rendezvous secret when WIDEEP_SECRET is
+	// not set (see rendezvous.LoadKey).
+	SecretFile string
 	// Options are the timings; a zero field takes DefaultOptions' value.
 	Options Options
 
@@ -99,7 +119,7 @@ type NodeRuntime struct {
 // already logged.
 func (n *NodeRuntime) Run(ctx context.Context) error {
 	n.defaults()
-	r := &run{n: n, env: n.Slurm, idx: n.Slurm.NodeIndex, host: n.Slurm.Host, started: n.Now()}
+	r := &run{n: n, env: n.Slurm, idx: n.Slurm.NodeIndex, host: n.Slurm.Host, started: n.Now(), signalled: make(chan struct{})}
 	r.jobDir = filepath.Join(n.Spec.LogDir, r.env.JobID)
 	r.log = r.newLogger()
 	defer r.closeLogs()
@@ -114,11 +134,15 @@ func (n *NodeRuntime) defaults() {
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&o.Grace, &d.Grace}, {&o.RendezvousTimeout, &d.RendezvousTimeout}, {&o.InfraTimeout, &d.InfraTimeout},
 		{&o.PrecompileTimeout, &d.PrecompileTimeout}, {&o.HealthTimeout, &d.HealthTimeout},
-		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle},
+		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle}, {&o.PeerTimeout, &d.PeerTimeout},
+		{&o.HealthInterval, &d.HealthInterval}, {&o.HealthLostTimeout, &d.HealthLostTimeout},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
 		}
+	}
+	if o.CanaryFailures == 0 {
+		o.CanaryFailures = d.CanaryFailures
 	}
 	if n.Now == nil {
 		n.Now = time.Now
@@ -169,8 +193,13 @@ type run struct {
 
 	supMu sync.Mutex
 	sup   *supervise.Supervisor
-	procs procSet
-	gate  sync.WaitGroup // node 0's health gate
+	// signalled is closed when this node gets a stop signal of its own,
+	// whatever stopped it first; ownSignal is which.
+	signalled  chan struct{}
+	ownSignal  syscall.Signal
+	signalOnce sync.Once
+	procs      procSet
+	gate       sync.WaitGroup // node 0's health gate
 
 	logFiles []io.Closer
 }

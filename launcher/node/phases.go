@@ -82,9 +82,19 @@ func (r *run) preflight(context.Context, time.Duration) error {
 // meet joins the other nodes on node 0 (node 0 also serves the meeting),
 // then plans again with every node's address.
 func (r *run) meet(ctx context.Context, limit time.Duration) error {
+	key, from, err := rendezvous.LoadKey(r.n.LookupEnv, r.n.SecretFile, r.env.JobID, r.env.StepID)
+	if err != nil {
+		return &deploy.ConfigError{Err: err}
+	}
+	if from == rendezvous.KeyFromJobID {
+		r.log.Warn().Msgf("no %s and no --secret-file: the rendezvous key is derived from the job id, which every "+
+			"user of the cluster can read; set one in the batch script (see examples/wideep.sbatch)", rendezvous.SecretEnv)
+	} else {
+		r.log.Debug().Str("key_from", from).Msg("rendezvous secret loaded")
+	}
 	cfg := rendezvous.Config{
-		JobID: r.env.JobID, Token: rendezvous.JobToken(r.n.LookupEnv, r.env.JobID, r.env.StepID),
-		Size: len(r.env.Nodes), Hosts: r.env.Nodes, Deadline: limit, Log: r.log,
+		JobID: r.env.JobID, Key: key, Size: len(r.env.Nodes), Hosts: r.env.Nodes,
+		Deadline: limit, PeerTimeout: r.n.Options.PeerTimeout, Log: r.log,
 	}
 	port := fmt.Sprint(r.offline.RendezvousPort)
 	rvHost := r.env.Nodes[0]
@@ -117,6 +127,7 @@ func (r *run) meet(ctx context.Context, limit time.Duration) error {
 		return err
 	}
 	r.client = client
+	go r.watchPeers()
 	r.log.Info().Int("nodes", len(table)).Msg("all nodes joined")
 
 	addrs := make([]string, len(table))

@@ -58,13 +58,19 @@ func (r *run) execute(parent context.Context) (err error) {
 	}()
 	defer r.teardown()
 
+	err = r.runPipeline()
+	r.announce(err)
+	return err
+}
+
+func (r *run) runPipeline() error {
 	for _, p := range pipeline {
 		if err := r.runPhase(p); err != nil {
 			return r.outcome(p, err)
 		}
 	}
 	// serve returns only when the node stops.
-	return r.stopError(context.Cause(ctx))
+	return r.stopError(context.Cause(r.ctx))
 }
 
 // runPhase runs one phase, logging it and recording its duration.
@@ -97,6 +103,10 @@ func (r *run) runPhase(p phase) error {
 func (r *run) outcome(p phase, err error) error {
 	if isVerdict(err) {
 		return err
+	}
+	var ae *rendezvous.AbortError
+	if errors.As(err, &ae) && !r.stopping() {
+		return r.stopError(stopByPeer{ae})
 	}
 	if p.meets {
 		r.settle()

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/sim"
 	"github.com/wideep/wideep-launch/launcher/supervise"
 )
@@ -140,9 +141,11 @@ func (r *run) procSpec(p deploy.Process) supervise.ProcSpec {
 	env := make([]string, 0, len(base)+len(p.Env))
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, override := p.Env[k]; !override {
-			env = append(env, kv)
+		if _, override := p.Env[k]; override || k == rendezvous.SecretEnv {
+			// The job's secret is the launchers' alone.
+			continue
 		}
+		env = append(env, kv)
 	}
 	keys := make([]string, 0, len(p.Env))
 	for k := range p.Env {

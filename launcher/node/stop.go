@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/wideep/wideep-launch/launcher/exitcode"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/supervise"
 )
 
@@ -21,6 +23,12 @@ func (s stopBySignal) Error() string { return "stopped by " + signalName(s.sig) 
 type stopByExit struct{ exit supervise.Exit }
 
 func (s stopByExit) Error() string { return "process " + s.exit.Name + " exited" }
+
+// stopByPeer is the job ending because of another node (node 0 said so, or
+// node 0 itself is lost).
+type stopByPeer struct{ abort *rendezvous.AbortError }
+
+func (s stopByPeer) Error() string { return s.abort.Error() }
 
 // watchSignals applies the signal policy until the teardown is over: a stop
 // signal cancels the node; every signal goes to the supervisor, which
@@ -38,6 +46,12 @@ func (r *run) watchSignals(done <-chan struct{}) {
 			return
 		}
 		ss, _ := sig.(syscall.Signal)
+		if supervise.StopsNode(ss) {
+			r.signalOnce.Do(func() {
+				r.ownSignal = ss
+				close(r.signalled)
+			})
+		}
 		// The stop is recorded before anything is forwarded: a process that
 		// dies of the forwarded signal must not look like a crash.
 		if supervise.StopsNode(ss) && r.ctx.Err() == nil {
@@ -49,6 +63,19 @@ func (r *run) watchSignals(done <-chan struct{}) {
 		if s := r.supervisor(); s != nil {
 			s.HandleSignal(sig)
 		}
+	}
+}
+
+// watchPeers stops the node when the job ends because of another node.
+func (r *run) watchPeers() {
+	select {
+	case <-r.client.Aborted():
+		if r.ctx.Err() == nil {
+			ae := r.client.Err()
+			r.log.Warn().Int("from_node", ae.Node).Msg("the job is ending: " + ae.Msg)
+			r.cancel(stopByPeer{ae})
+		}
+	case <-r.ctx.Done():
 	}
 }
 
@@ -79,6 +106,7 @@ func (r *run) watchExits(s *supervise.Supervisor) {
 func (r *run) stopError(cause error) error {
 	var bySig stopBySignal
 	var byExit stopByExit
+	var byPeer stopByPeer
 	switch {
 	case errors.As(cause, &bySig):
 		if bySig.sig == syscall.SIGUSR1 {
@@ -87,6 +115,8 @@ func (r *run) stopError(cause error) error {
 			return nil
 		}
 		return &StoppedError{Node: r.idx, Host: r.host, Signal: bySig.sig}
+	case errors.As(cause, &byPeer):
+		return r.peerStop(byPeer.abort)
 	case errors.As(cause, &byExit):
 		e := byExit.exit
 		ee := &ExitError{Node: r.idx, Host: r.host, Process: e.Name, Code: supervise.ExitCodeOf(e)}
@@ -99,6 +129,59 @@ func (r *run) stopError(cause error) error {
 		return ee
 	}
 	return cause
+}
+
+// peerStop is this node's end when another node ended the job. When that
+// node was stopped by a signal, this one probably is being stopped too
+// (scancel reaches the nodes a moment apart): it waits briefly for its own
+// signal and then reports "stopped", not a failure.
+func (r *run) peerStop(ae *rendezvous.AbortError) error {
+	if ae.Stopped {
+		t := time.NewTimer(r.n.Options.StopSettle)
+		defer t.Stop()
+		select {
+		case <-r.signalled:
+		case <-t.C:
+		}
+	}
+	select {
+	case <-r.signalled:
+		return &StoppedError{Node: r.idx, Host: r.host, Signal: r.ownSignal}
+	default:
+		return ae
+	}
+}
+
+// announce tells the other nodes (through node 0) why this node ends, so
+// the whole job ends with it, whether or not Slurm's --kill-on-bad-exit is
+// set. An end that came from another node is not announced back.
+func (r *run) announce(err error) {
+	var ae *rendezvous.AbortError
+	var st *StoppedError
+	var ee *ExitError
+	var msg string
+	stopped := false
+	switch {
+	case errors.As(err, &ae):
+		return
+	case err == nil:
+		msg, stopped = fmt.Sprintf("node %d (%s) stopped gracefully (SIGUSR1: time limit approaching)", r.idx, r.host), true
+	case errors.As(err, &st):
+		msg, stopped = err.Error(), true
+	case errors.As(err, &ee):
+		msg = err.Error()
+	case isVerdict(err):
+		return // every node has it already
+	default:
+		msg = fmt.Sprintf("node %d (%s): %v", r.idx, r.host, err)
+	}
+	switch {
+	case r.client != nil:
+		r.client.Abort(msg, stopped)
+	case r.server != nil:
+		// Node 0 could not join its own rendezvous: tell those who did.
+		r.server.Stop(msg)
+	}
 }
 
 // ExitError is a supervised process that ended the node: its code is the
@@ -189,9 +272,16 @@ func (r *run) logEnd(err error) {
 	code := codeOf(err)
 	var st *StoppedError
 	var ee *ExitError
+	var ae *rendezvous.AbortError
 	switch {
 	case err == nil:
 		r.log.Info().Int("exit_code", code).Msgf("node %d (%s) finished", r.idx, r.host)
+	case errors.As(err, &ae) && ae.Stopped:
+		r.log.Warn().Int("exit_code", code).Int("from_node", ae.Node).
+			Msgf("JOB STOPPED: %s; node %d (%s) stopped its processes too, without a stop signal of its own", ae.Msg, r.idx, r.host)
+	case errors.As(err, &ae):
+		r.log.Error().Int("exit_code", code).Int("from_node", ae.Node).
+			Msgf("NODE FAILED: %s (node %d (%s) stopped its processes: the job is a gang)", ae.Msg, r.idx, r.host)
 	case errors.As(err, &st):
 		r.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
 	case errors.As(err, &ee):

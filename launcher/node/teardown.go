@@ -37,12 +37,14 @@ func (r *run) teardown() {
 		r.timing = append(r.timing, Timing{Name: "teardown", Start: start, Duration: d})
 		r.log.Info().Str("phase", "teardown").Dur("duration", d).Msg("phase done")
 	}
+	// Node 0's own client goes first: its goodbye is what tells the server
+	// not to wait for node 0's timeline.
+	if r.client != nil {
+		r.client.Close()
+	}
 	if r.server != nil {
 		r.printAllTimelines()
 		r.server.Close()
-	}
-	if r.client != nil {
-		r.client.Close()
 	}
 }
 
@@ -69,4 +71,28 @@ func (r *run) healthGate(ctx context.Context, limit time.Duration) {
 	if err := publishFile(r.endpointFile(), []byte(r.plan.Frontend+"\n")); err != nil {
 		r.log.Error().Err(err).Msg("writing the endpoint file")
 	}
+	r.watchHealth(ctx, exp)
+}
+
+// watchHealth keeps watching a READY deployment: when it stays below the
+// plan (a worker deregistered, the frontend silent) or the canary keeps
+// failing, nobody may find its URL any more and the job ends.
+func (r *run) watchHealth(ctx context.Context, exp health.Expect) {
+	o := r.n.Options
+	err := health.Watch(ctx, r.n.HTTP, r.plan.Frontend, exp, health.WatchOptions{
+		Interval: o.HealthInterval, LostTimeout: o.HealthLostTimeout,
+		CanaryInterval: o.CanaryInterval, CanaryFailures: o.CanaryFailures,
+		OnChange: func(degraded bool, what string) {
+			if degraded {
+				r.log.Warn().Str("missing", what).Dur("lost_after", o.HealthLostTimeout).Msg("deployment degraded after READY")
+			} else {
+				r.log.Info().Msg("deployment serving again: " + what)
+			}
+		},
+	})
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	_ = os.Remove(r.endpointFile())
+	r.cancel(err)
 }

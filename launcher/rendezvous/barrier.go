@@ -1,29 +1,41 @@
 package rendezvous
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 )
 
-func (s *Server) handle(n *rvNode, msg rvMessage) {
+// rvBarrier is one named barrier on the server.
+type rvBarrier struct {
+	arrived  map[int]string // index → problem ("" = fine)
+	deadline time.Time
+	timeout  time.Duration
+	timer    *time.Timer
+	payload  json.RawMessage // node 0's, sent to every node on release
+	result   []byte          // release or failure, once decided
+	failed   bool
+}
+
+func (s *Server) handle(n *rvNode, msg message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case msg.Type == msgReport:
 		s.reports[n.m.Index] = msg.Payload
-		s.send(n, s.message(rvMessage{Type: msgAck}))
+		s.send(n, s.message(message{Type: msgAck}))
 		s.notify()
 	case msg.Type == msgBarrier && s.state == rvReleased:
 		s.arrive(n, msg)
 	default:
-		s.send(n, s.message(rvMessage{Type: msgFail, Barrier: msg.Barrier,
+		s.send(n, s.message(message{Type: msgFail, Barrier: msg.Barrier,
 			Error: fmt.Sprintf("rendezvous: unexpected %q message from %s", msg.Type, s.cfg.nodeName(n.m.Index))}))
 	}
 }
 
-func (s *Server) arrive(n *rvNode, msg rvMessage) {
+func (s *Server) arrive(n *rvNode, msg message) {
 	name := msg.Barrier
 	b := s.barriers[name]
 	if b == nil {
@@ -31,7 +43,7 @@ func (s *Server) arrive(n *rvNode, msg rvMessage) {
 		s.barriers[name] = b
 	}
 	if _, again := b.arrived[n.m.Index]; again || (b.result != nil && !b.failed) {
-		s.send(n, s.message(rvMessage{Type: msgFail, Barrier: name,
+		s.send(n, s.message(message{Type: msgFail, Barrier: name,
 			Error: fmt.Sprintf("barrier %q: %s arrived twice", name, s.cfg.nodeName(n.m.Index))}))
 		return
 	}
@@ -104,12 +116,12 @@ func (s *Server) decide(name string, b *rvBarrier, summary string, lines []strin
 		b.timer.Stop()
 	}
 	if summary == "" {
-		b.result = s.message(rvMessage{Type: msgRelease, Barrier: name, Payload: b.payload})
+		b.result = s.message(message{Type: msgRelease, Barrier: name, Payload: b.payload})
 		s.log.Info().Str("barrier", name).Int("nodes", s.cfg.Size).Msg("rendezvous: barrier released")
 	} else {
 		text := failureText(summary, lines)
 		b.failed = true
-		b.result = s.message(rvMessage{Type: msgFail, Barrier: name, Error: text})
+		b.result = s.message(message{Type: msgFail, Barrier: name, Error: text})
 		s.log.Error().Str("barrier", name).Msg(text)
 	}
 	idx := make([]int, 0, len(b.arrived))

@@ -1,10 +1,17 @@
 package rendezvous
 
 import (
+	"bufio"
 	"context"
+	"encoding/hex"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,4 +83,80 @@ func BenchmarkRendezvousBarrier8(b *testing.B) {
 			require.NoError(b, err)
 		}
 	}
+}
+
+// countingListener counts the bytes the server writes to its peers.
+type countingListener struct {
+	net.Listener
+	written *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.written}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	written *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// BenchmarkHeartbeatOverhead measures what keeping a job together costs node
+// 0 once every node has joined: the CPU of the server (the peers run in
+// another process) as a share of one core, and the heartbeat bytes it sends
+// each peer per second, at the default peer timeout (a heartbeat every 3.3 s),
+// for 8 nodes and for 1,024 (targets: well under 1 % of a core).
+func BenchmarkHeartbeatOverhead(b *testing.B) {
+	for _, peers := range []int{8, 1024} {
+		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
+			const window = 10 * time.Second
+			for b.Loop() {
+				cfg := rvConfig(peers, time.Minute)
+				cfg.Hosts = nil
+				cfg.PeerTimeout = DefaultPeerTimeout
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				require.NoError(b, err)
+				var written atomic.Int64
+				s, err := Serve(context.Background(), countingListener{ln, &written}, cfg)
+				require.NoError(b, err)
+				exe, err := os.Executable()
+				require.NoError(b, err)
+				cmd := exec.Command(exe, ln.Addr().String(), strconv.Itoa(peers), cfg.JobID, hex.EncodeToString(cfg.Key), cfg.PeerTimeout.String())
+				cmd.Env = append(os.Environ(), helperEnv+"=peers")
+				out, err := cmd.StdoutPipe()
+				require.NoError(b, err)
+				cmd.Stderr = os.Stderr
+				require.NoError(b, cmd.Start())
+				line, err := bufio.NewReader(out).ReadString('\n')
+				require.NoError(b, err, "the peers joined")
+				require.Equal(b, "joined\n", line)
+
+				before, bytes0, t0 := cpuTime(), written.Load(), time.Now()
+				time.Sleep(window)
+				cpu, sent, wall := cpuTime()-before, written.Load()-bytes0, time.Since(t0)
+
+				require.NoError(b, cmd.Process.Signal(syscall.SIGTERM))
+				_ = cmd.Wait()
+				s.Close()
+				b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu-%-of-core")
+				b.ReportMetric(float64(sent)/wall.Seconds()/float64(peers), "B/s/peer")
+			}
+		})
+	}
+}
+
+// cpuTime is this process's user+system CPU so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func rvHosts(n int) []string {
 }
 
 func rvConfig(n int, deadline time.Duration) Config {
-	return Config{JobID: "4242", Token: JobToken(func(string) (string, bool) { return "", false }, "4242", "0"), Size: n, Hosts: rvHosts(n), Deadline: deadline}
+	return Config{JobID: "4242", Key: testKey("4242"), Size: n, Hosts: rvHosts(n), Deadline: deadline}
 }
 
 func rvMember(cfg Config, i int) Member {
@@ -157,10 +158,10 @@ func TestRendezvousLateNodeNamed(t *testing.T) {
 	// this long.
 	cfg := rvConfig(n, time.Second)
 	_, addr := startRendezvous(t, cfg)
-	// Node 7's launcher has the wrong token: the report says so where it
+	// Node 7's launcher has the wrong secret: the report says so where it
 	// names node 7 as missing.
 	wrong := cfg
-	wrong.Token = "not-the-job-token"
+	wrong.Key = testKey("another job's secret")
 	_, _, err := Join(context.Background(), addr, wrong, rvMember(cfg, 7))
 	require.Error(t, err)
 
@@ -176,7 +177,7 @@ func TestRendezvousLateNodeNamed(t *testing.T) {
 		assert.Contains(t, r.err.Error(), "rendezvous failed: 2 of 8 nodes never arrived within 1s:\n")
 		assert.Contains(t, r.err.Error(), "\n  node 5 (node6) never arrived\n")
 		assert.Contains(t, r.err.Error(), "\n  node 7 (node8) never arrived (a connection from 127.0.0.1:")
-		assert.Contains(t, r.err.Error(), "claiming node 7 was rejected: job token mismatch for job 4242")
+		assert.Contains(t, r.err.Error(), "claiming node 7 was rejected: authentication failed for job 4242")
 		assert.NotContains(t, r.err.Error(), "node 4 (node5)")
 		assert.False(t, configVerdict(r.err), "a missing node is not a configuration error")
 		assert.Equal(t, res[0].err.Error(), r.err.Error(), "every node gets the same report")
@@ -188,46 +189,36 @@ func TestRendezvousLateNodeNamed(t *testing.T) {
 	assert.Equal(t, res[0].err.Error(), err.Error())
 }
 
-func TestRendezvousWrongToken(t *testing.T) {
+func TestRendezvousWrongSecret(t *testing.T) {
 	const n = 3
 	cfg := rvConfig(n, time.Minute)
 	var log simtest.SyncBuffer // the server logs from several goroutines
 	cfg.Log = zerolog.New(&log)
 	_, addr := startRendezvous(t, cfg)
 
-	tests := map[string]struct {
-		mutate func(*Config)
-		want   string
-		logged string
-	}{
-		"token": {
-			mutate: func(c *Config) {
-				c.Token = JobToken(func(k string) (string, bool) { return "secret-from-elsewhere", k == JobTokenEnv }, "4242", "0")
-			},
-			want:   "job token mismatch for job 4242: WIDEEP_JOB_TOKEN must be the same on every node",
-			logged: "job token mismatch for job 4242",
-		},
-		"job id": {
-			mutate: func(c *Config) { c.JobID = "4243" },
-			want:   `job id "4243" does not match this rendezvous (job "4242")`,
-			logged: `job id \"4243\" does not match`,
-		},
+	t.Run("secret", func(t *testing.T) {
+		bad := cfg
+		bad.Log = zerolog.Nop()
+		bad.Key = testKey("secret-from-elsewhere")
+		_, _, err := Join(context.Background(), addr, bad, rvMember(cfg, 1))
+		require.Error(t, err)
+		require.True(t, configVerdict(err), "%v", err)
+		assert.Contains(t, err.Error(), "refused node 1 (node2)")
+		assert.Contains(t, err.Error(), "authentication failed for job 4242: the job's secret (WIDEEP_SECRET or --secret-file) must be the same on every node")
+		assert.Contains(t, log.String(), "rejected a connection", "the server logs the rejection")
+	})
+	t.Run("job id", func(t *testing.T) {
+		bad := cfg
+		bad.Log = zerolog.Nop()
+		bad.JobID = "4243"
+		_, _, err := Join(context.Background(), addr, bad, rvMember(cfg, 1))
+		require.Error(t, err)
+		require.True(t, configVerdict(err), "%v", err)
+		assert.Contains(t, err.Error(), `serves job "4242", not job "4243"`)
+	})
+	for _, key := range [][]byte{cfg.Key, testKey("secret-from-elsewhere")} {
+		assert.NotContains(t, log.String(), hex.EncodeToString(key), "no key is ever logged")
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			bad := cfg
-			bad.Log = zerolog.Nop()
-			tc.mutate(&bad)
-			_, _, err := Join(context.Background(), addr, bad, rvMember(cfg, 1))
-			require.Error(t, err)
-			require.True(t, configVerdict(err), "%v", err)
-			assert.Contains(t, err.Error(), "refused node 1 (node2)")
-			assert.Contains(t, err.Error(), tc.want)
-			assert.Contains(t, log.String(), "rejected a connection", "the server logs the rejection")
-			assert.Contains(t, log.String(), tc.logged)
-		})
-	}
-	assert.NotContains(t, log.String(), cfg.Token, "the token is never logged")
 
 	// The refused connections do not count: the honest nodes still meet.
 	res := joinAll(t, addr, cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1), rvMember(cfg, 2)})
@@ -340,40 +331,62 @@ func TestRendezvousBarrierDeadline(t *testing.T) {
 	}
 }
 
-func TestRendezvousDisconnect(t *testing.T) {
-	tests := map[string]struct {
-		leave func(c *Client)
-		want  string
-	}{
-		// A launcher that dies drops its connection without a word.
-		"crash":      {leave: func(c *Client) { c.conn.Close() }, want: "node 4 (node5) disconnected"},
-		"close(bye)": {leave: func(c *Client) { c.Close() }, want: "node 4 (node5) left"},
+// A launcher that dies drops its connection without a word: node 0 declares
+// it lost and every other node learns it at once, whatever it was doing.
+func TestRendezvousCrashedNodeAbortsTheJob(t *testing.T) {
+	clients, _, _ := joinEveryone(t, 8)
+	clients[4].conn.Close()
+	want := "node 4 (node5) lost: its launcher's connection closed without a word (the launcher was killed, or its node went down)"
+	for i, c := range clients {
+		if i == 4 {
+			continue
+		}
+		select {
+		case <-c.Aborted():
+		case <-time.After(time.Minute):
+			t.Fatalf("node %d was not told", i)
+		}
+		ae := c.Err()
+		require.NotNil(t, ae, "node %d", i)
+		assert.Equal(t, want, ae.Msg, "node %d", i)
+		assert.True(t, ae.Lost)
+		assert.Equal(t, 4, ae.Node)
+		// A barrier after the abort says the same.
+		err := c.Barrier(context.Background(), "precompile", "")
+		var got *AbortError
+		require.ErrorAs(t, err, &got, "node %d", i)
+		assert.Equal(t, want, got.Msg)
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			clients, s, _ := joinEveryone(t, 8)
-			tc.leave(clients[4])
-			clients[4] = nil
+}
 
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			for _, name := range []string{"infra", "precompile"} {
-				for i, err := range barrierAll(ctx, clients, name, nil) {
-					if i == 4 {
-						continue
-					}
-					require.Error(t, err, "node %d", i)
-					assert.Equal(t, fmt.Sprintf("barrier %q failed: %s", name, tc.want), err.Error())
-				}
+// A node that says goodbye has left; nobody waits for it at a barrier, and
+// the job goes on being decided.
+func TestRendezvousNodeThatLeftFailsBarriers(t *testing.T) {
+	clients, s, _ := joinEveryone(t, 8)
+	clients[4].Close()
+	clients[4] = nil
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range []string{"infra", "precompile"} {
+		for i, err := range barrierAll(ctx, clients, name, nil) {
+			if i == 4 {
+				continue
 			}
-			// Nobody waits for a timeline from the node that is gone.
-			for i, c := range clients {
-				if c != nil {
-					require.NoError(t, c.Report(ctx, json.RawMessage(`{"phase":"wait"}`)), "node %d", i)
-				}
-			}
-			assert.Len(t, s.Reports(ctx), 7)
-		})
+			require.Error(t, err, "node %d", i)
+			assert.Equal(t, fmt.Sprintf("barrier %q failed: node 4 (node5) left", name), err.Error())
+		}
+	}
+	// Nobody waits for a timeline from the node that is gone.
+	for i, c := range clients {
+		if c != nil {
+			require.NoError(t, c.Report(ctx, json.RawMessage(`{"phase":"wait"}`)), "node %d", i)
+		}
+	}
+	assert.Len(t, s.Reports(ctx), 7)
+	for i, c := range clients {
+		if c != nil {
+			assert.Nil(t, c.Err(), "node %d: a goodbye is no abort", i)
+		}
 	}
 }
 
@@ -382,11 +395,7 @@ func TestRendezvousDisconnectBeforeEveryoneArrived(t *testing.T) {
 	_, addr := startRendezvous(t, cfg)
 	// Node 2 joins and dies at once; the server reads its join before the end
 	// of the stream, whenever node 0 comes.
-	conn, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	m := rvMember(cfg, 2)
-	_, err = conn.Write(encode(rvMessage{Type: msgJoin, Job: cfg.JobID, Token: cfg.Token, Member: &m}))
-	require.NoError(t, err)
+	conn, _ := rawJoin(t, addr, cfg, rvMember(cfg, 2))
 	require.NoError(t, conn.Close())
 
 	// Node 1 never comes, yet node 0 learns about node 2 without waiting for
@@ -412,22 +421,9 @@ func TestServerUnreachable(t *testing.T) {
 func TestConfigInvalid(t *testing.T) {
 	_, _, err := Join(context.Background(), "127.0.0.1:1", Config{Size: 2, Hosts: []string{"a"}}, Member{})
 	require.Error(t, err)
-	for _, s := range []string{"no job id", "no job token", "1 host names for 2 nodes"} {
+	for _, s := range []string{"no job id", "no job key", "1 host names for 2 nodes"} {
 		assert.Contains(t, err.Error(), s)
 	}
-}
-
-func TestJobToken(t *testing.T) {
-	unset := func(string) (string, bool) { return "", false }
-	a := JobToken(unset, "4242", "0")
-	assert.Len(t, a, 32)
-	assert.Equal(t, a, JobToken(unset, "4242", "0"), "every node derives the same token")
-	assert.NotEqual(t, a, JobToken(unset, "4242", "1"), "another step of the job")
-	assert.NotEqual(t, a, JobToken(unset, "4243", "0"), "another job")
-	set := func(k string) (string, bool) { return "s3cret", k == JobTokenEnv }
-	assert.Equal(t, "s3cret", JobToken(set, "4242", "0"))
-	empty := func(k string) (string, bool) { return "", k == JobTokenEnv }
-	assert.Equal(t, a, JobToken(empty, "4242", "0"), "an empty variable is unset")
 }
 
 func TestRendezvousServeWithEndedContext(t *testing.T) {
@@ -443,26 +439,22 @@ func TestRendezvousServeWithEndedContext(t *testing.T) {
 }
 
 // Node 0 stopping (signalled, or one of its processes ended) is no verdict on
-// the others: they learn why, as a PeerStoppedError, instead of "connection
-// lost".
+// the others: they learn why, as an AbortError, instead of "connection lost".
 func TestRendezvousNodeZeroStopping(t *testing.T) {
 	cfg := rvConfig(2, time.Minute)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	s, err := Serve(ctx, ln, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	all := joinAll(t, ln.Addr().String(), cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1)})
+	s, addr := startRendezvous(t, cfg)
+	all := joinAll(t, addr, cfg, []Member{rvMember(cfg, 0), rvMember(cfg, 1)})
 
 	waiting := make(chan error, 1)
 	go func() { waiting <- all[1].c.Barrier(context.Background(), "precompile", "") }()
-	cancel(fmt.Errorf("process etcd exited"))
+	s.Stop("node 0 (node1) is stopping: process etcd exited")
 
-	err = <-waiting
-	var ps *PeerStoppedError
-	require.ErrorAs(t, err, &ps)
-	assert.Equal(t, "node 0 (node1) is stopping: process etcd exited", ps.Reason)
+	err := <-waiting
+	var ae *AbortError
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, "node 0 (node1) is stopping: process etcd exited", ae.Msg)
+	assert.True(t, ae.Stopped)
+	assert.Same(t, ae, all[1].c.Err())
 }
 
 // configVerdict says whether err is a verdict the user has to fix (exit 2).

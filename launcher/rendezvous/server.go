@@ -3,13 +3,12 @@ package rendezvous
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,16 +23,19 @@ type Server struct {
 	wg    sync.WaitGroup
 	// writers tracks the per-node writer goroutines, so Close can let them
 	// deliver a verdict that is still queued.
-	writers sync.WaitGroup
-	once    sync.Once
+	writers   sync.WaitGroup
+	once      sync.Once
+	stopPulse chan struct{}
 
 	mu          sync.Mutex
 	closed      bool
 	conns       map[net.Conn]struct{}
-	nodes       []*rvNode // by index, nil until joined
+	pending     []net.Conn // not yet authenticated, oldest first
+	nodes       []*rvNode  // by index, nil until joined
 	joined      int
 	state       rvState
 	failure     []byte // the aggregated join failure, also for nodes that come later
+	aborted     []byte // the abort every node gets once the job is ending
 	joinTimer   *time.Timer
 	rejected    map[int]string // why a connection claiming this index was refused
 	barriers    map[string]*rvBarrier
@@ -51,26 +53,15 @@ const (
 )
 
 type rvNode struct {
-	m    Member
-	conn net.Conn
-	out  chan []byte
-	gone string // "", "disconnected", "left" or "closed"
+	m         Member
+	conn      net.Conn
+	out       chan []byte
+	gone      string       // "", "disconnected", "left", "lost" or "closed"
+	lastHeard atomic.Int64 // unix nanoseconds of the last line it sent
 }
 
-type rvBarrier struct {
-	arrived  map[int]string // index → problem ("" = fine)
-	deadline time.Time
-	timeout  time.Duration
-	timer    *time.Timer
-	payload  json.RawMessage // node 0's, sent to every node on release
-	result   []byte          // release or failure, once decided
-	failed   bool
-}
-
-// Serve serves the rendezvous on ln until ctx ends or Close. The
-// deadline for all nodes to join starts now. When ctx ends, every node still
-// connected is told that node 0 is stopping, and why (the cause of ctx), so
-// that it does not mistake the closed connection for a crash.
+// Serve serves the rendezvous on ln until Stop or Close; ctx only bounds
+// the start. The deadline for all nodes to join starts now.
 func Serve(ctx context.Context, ln net.Listener, cfg Config) (*Server, error) {
 	cfg, err := cfg.check()
 	if err != nil {
@@ -81,50 +72,49 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) (*Server, error) {
 		return nil, context.Cause(ctx)
 	}
 	s := &Server{
-		cfg:      cfg,
-		ln:       ln,
-		log:      cfg.Log,
-		start:    time.Now(),
-		conns:    map[net.Conn]struct{}{},
-		nodes:    make([]*rvNode, cfg.Size),
-		rejected: map[int]string{},
-		barriers: map[string]*rvBarrier{},
-		reports:  map[int]json.RawMessage{},
-		changed:  make(chan struct{}),
+		cfg:       cfg,
+		ln:        ln,
+		log:       cfg.Log,
+		start:     time.Now(),
+		stopPulse: make(chan struct{}),
+		conns:     map[net.Conn]struct{}{},
+		nodes:     make([]*rvNode, cfg.Size),
+		rejected:  map[int]string{},
+		barriers:  map[string]*rvBarrier{},
+		reports:   map[int]json.RawMessage{},
+		changed:   make(chan struct{}),
 	}
 	s.joinTimer = time.AfterFunc(cfg.Deadline, s.joinDeadline)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.acceptLoop()
-	s.log.Info().Str("listen", ln.Addr().String()).Int("nodes", cfg.Size).Dur("deadline", cfg.Deadline).Msg("rendezvous server started")
-	// Registered last: the server must be complete when it can run.
-	context.AfterFunc(ctx, func() {
-		s.Stop(fmt.Sprintf("%s is stopping: %v", cfg.nodeName(0), context.Cause(ctx)))
-	})
+	go s.pulse()
+	s.log.Info().Str("listen", ln.Addr().String()).Int("nodes", cfg.Size).Dur("deadline", cfg.Deadline).
+		Dur("peer_timeout", cfg.PeerTimeout).Msg("rendezvous server started")
 	return s, nil
 }
 
-// Stop tells every connected node that node 0 is stopping, and why, then
-// closes the server. Nodes waiting in a join or a barrier get a
-// *PeerStoppedError carrying the reason.
+// Stop tells every connected node that node 0 is stopping, and why (unless
+// the job is aborting already, which says more), then closes the server.
 func (s *Server) Stop(reason string) {
 	s.mu.Lock()
 	if !s.closed {
-		b := s.message(rvMessage{Type: msgFail, Error: reason, Stopping: true})
-		for _, n := range s.nodes {
-			if n != nil {
-				s.send(n, b)
-			}
-		}
+		s.abort(message{Type: msgAbort, Node: 0, Error: reason, Stopped: true}, -1)
 	}
 	s.mu.Unlock()
 	s.Close()
 }
 
-// Close stops the server and drops every connection.
+// Close stops the server and drops every connection. Nodes still connected
+// that have not been told why are told that node 0 closed.
 func (s *Server) Close() {
 	s.once.Do(func() {
 		s.mu.Lock()
+		if s.state == rvReleased {
+			s.abort(message{Type: msgAbort, Node: 0, Stopped: true,
+				Error: fmt.Sprintf("%s closed the rendezvous", s.cfg.nodeName(0))}, -1)
+		}
 		s.closed = true
+		close(s.stopPulse)
 		s.joinTimer.Stop()
 		for _, b := range s.barriers {
 			if b.timer != nil {
@@ -210,8 +200,8 @@ func (s *Server) acceptLoop() {
 		}
 		backoff = 0
 		if tc, ok := c.(*net.TCPConn); ok {
-			// A node that vanishes without closing (power loss, network
-			// partition) is noticed within about 20 s instead of minutes.
+			// Besides our heartbeats: the kernel notices a peer that
+			// vanished even while our writes sit in its send buffer.
 			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3})
 		}
 		s.mu.Lock()
@@ -221,9 +211,28 @@ func (s *Server) acceptLoop() {
 			return
 		}
 		s.conns[c] = struct{}{}
+		if len(s.pending) >= max(maxPending, 2*s.cfg.Size) {
+			// A flood of idle connections must not lock the nodes out: the
+			// oldest unauthenticated one makes room.
+			s.pending[0].Close()
+			s.pending = s.pending[1:]
+		}
+		s.pending = append(s.pending, c)
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(c)
+	}
+}
+
+// authenticated takes c off the pending list.
+func (s *Server) authenticated(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pending {
+		if p == c {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			return
+		}
 	}
 }
 
@@ -233,64 +242,94 @@ func (s *Server) serveConn(c net.Conn) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.authenticated(c) // if it never did
 		c.Close()
 	}()
-	remote := c.RemoteAddr().String()
-	sc := bufio.NewScanner(c)
-	sc.Buffer(make([]byte, 0, 4096), maxServerLine)
-
-	_ = c.SetReadDeadline(time.Now().Add(joinReadTimeout))
-	if !sc.Scan() {
-		s.log.Debug().Str("remote", remote).Err(sc.Err()).Msg("rendezvous: connection closed before joining")
+	n := s.handshake(c)
+	if n == nil {
 		return
 	}
-	var msg rvMessage
-	if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-		s.reject(c, -1, "malformed message: "+err.Error())
-		return
-	}
-	n, direct, why := s.join(c, msg)
-	if why != "" {
-		idx := -1
-		if msg.Member != nil {
-			idx = msg.Member.Index
-		}
-		s.reject(c, idx, why)
-		return
-	}
-	if direct != nil {
-		writeDirect(c, direct)
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
-
-	for sc.Scan() {
-		var msg rvMessage
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-			s.log.Warn().Str("remote", remote).Err(err).Msg("rendezvous: malformed message; dropping the node's connection")
+	br := bufio.NewReaderSize(c, 4096)
+	for {
+		line, err := readLine(br, maxServerLine)
+		if err != nil {
+			s.log.Debug().Err(err).Str("node", s.cfg.nodeName(n.m.Index)).Msg("rendezvous: read")
 			break
 		}
-		if !s.authentic(msg) {
-			s.log.Warn().Str("remote", remote).Msg("rendezvous: message with the wrong job id or token; dropping the node's connection")
+		n.lastHeard.Store(time.Now().UnixNano())
+		if isPing(line) {
+			continue
+		}
+		var msg message
+		if err := json.Unmarshal(line, &msg); err != nil {
+			s.log.Warn().Str("node", s.cfg.nodeName(n.m.Index)).Err(err).Msg("rendezvous: malformed message; dropping the node's connection")
 			break
 		}
-		if msg.Type == msgBye {
+		switch msg.Type {
+		case msgPing:
+		case msgBye:
 			s.nodeGone(n, "left")
-			break
+			return
+		case msgAbort:
+			s.mu.Lock()
+			msg.Node = n.m.Index
+			s.abort(msg, n.m.Index)
+			s.mu.Unlock()
+		default:
+			s.handle(n, msg)
 		}
-		s.handle(n, msg)
 	}
 	s.nodeGone(n, "disconnected")
 }
 
-func (s *Server) authentic(msg rvMessage) bool {
-	return msg.Job == s.cfg.JobID && subtle.ConstantTimeCompare([]byte(msg.Token), []byte(s.cfg.Token)) == 1
+// handshake authenticates c and registers the node it proves to be; nil
+// when c is refused (it has been told why) or closed.
+func (s *Server) handshake(c net.Conn) *rvNode {
+	remote := c.RemoteAddr().String()
+	// One absolute deadline for all of it: a peer that trickles bytes
+	// (slow loris) gets no more time than one that sends nothing.
+	_ = c.SetDeadline(time.Now().Add(authTimeout))
+	nonce := newNonce()
+	if _, err := c.Write(encode(message{Type: msgChallenge, Job: s.cfg.JobID, Nonce: nonce})); err != nil {
+		return nil
+	}
+	line, err := readLine(bufio.NewReaderSize(c, 4096), maxAuthLine)
+	if err != nil {
+		s.log.Debug().Str("remote", remote).Err(err).Msg("rendezvous: connection dropped before authenticating")
+		return nil
+	}
+	var msg message
+	if err := json.Unmarshal(line, &msg); err != nil || msg.Type != msgJoin || msg.Member == nil {
+		s.reject(c, -1, "expected a join message")
+		return nil
+	}
+	if msg.Job != s.cfg.JobID {
+		s.reject(c, msg.Member.Index, fmt.Sprintf("job id %q does not match this rendezvous (job %q): another job on the same port?", msg.Job, s.cfg.JobID))
+		return nil
+	}
+	if !validMAC(msg.MAC, joinMAC(s.cfg.Key, s.cfg.JobID, *msg.Member, nonce, msg.Nonce)) || msg.Nonce == "" {
+		s.reject(c, msg.Member.Index, fmt.Sprintf("authentication failed for job %s: the job's secret (%s or --secret-file) must be the same on every node, or unset on all", s.cfg.JobID, SecretEnv))
+		return nil
+	}
+	s.authenticated(c)
+	_ = c.SetDeadline(time.Time{})
+	welcome := encode(message{Type: msgWelcome, MAC: welcomeMAC(s.cfg.Key, s.cfg.JobID, nonce, msg.Nonce)})
+	n, direct, why := s.join(c, *msg.Member, welcome)
+	switch {
+	case why != "":
+		s.reject(c, msg.Member.Index, why)
+		return nil
+	case direct != nil:
+		writeDirect(c, welcome)
+		writeDirect(c, direct)
+		return nil
+	}
+	return n
 }
 
-// message encodes m as this job's: with its id and token. Only a reject
-// goes without the token (see reject).
-func (s *Server) message(m rvMessage) []byte {
-	m.Job, m.Token = s.cfg.JobID, s.cfg.Token
+// message encodes m as this job's.
+func (s *Server) message(m message) []byte {
+	m.Job = s.cfg.JobID
 	return encode(m)
 }
 
@@ -307,189 +346,73 @@ func (s *Server) reject(c net.Conn, idx int, why string) {
 		s.rejected[idx] = fmt.Sprintf("a connection from %s claiming node %d was rejected: %s", c.RemoteAddr(), idx, why)
 		s.mu.Unlock()
 	}
-	writeDirect(c, encode(rvMessage{Type: msgReject, Job: s.cfg.JobID, Error: why}))
+	writeDirect(c, encode(message{Type: msgReject, Job: s.cfg.JobID, Error: why}))
 }
 
-// join registers a node. It returns the node, or a message to send before
-// closing (the rendezvous already failed), or why the connection is refused.
-func (s *Server) join(c net.Conn, msg rvMessage) (*rvNode, []byte, string) {
-	if msg.Job != s.cfg.JobID {
-		return nil, nil, fmt.Sprintf("job id %q does not match this rendezvous (job %q): another job on the same port?", msg.Job, s.cfg.JobID)
-	}
-	if subtle.ConstantTimeCompare([]byte(msg.Token), []byte(s.cfg.Token)) != 1 {
-		return nil, nil, fmt.Sprintf("job token mismatch for job %s: %s must be the same on every node, or unset on all", s.cfg.JobID, JobTokenEnv)
-	}
-	if msg.Type != msgJoin || msg.Member == nil {
-		return nil, nil, fmt.Sprintf("expected a join message, got %q", msg.Type)
-	}
-	m := *msg.Member
-	if m.Index < 0 || m.Index >= s.cfg.Size {
-		return nil, nil, fmt.Sprintf("node index %d out of range: the job has %d nodes (0-%d)", m.Index, s.cfg.Size, s.cfg.Size-1)
-	}
-	if s.cfg.Hosts != nil && m.Host != s.cfg.Hosts[m.Index] {
-		return nil, nil, fmt.Sprintf("node %d claims to be host %q, but the job's node list has %q at index %d", m.Index, m.Host, s.cfg.Hosts[m.Index], m.Index)
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, nil, "rendezvous server is shutting down"
-	}
-	if s.state == rvFailed && s.nodes[m.Index] == nil {
-		return nil, s.failure, ""
-	}
-	if prev := s.nodes[m.Index]; prev != nil {
-		return nil, nil, fmt.Sprintf("node %d already joined from %s (host %s)", m.Index, prev.conn.RemoteAddr(), prev.m.Host)
-	}
-	n := &rvNode{m: m, conn: c, out: make(chan []byte, outQueue)}
-	s.nodes[m.Index] = n
-	s.joined++
-	s.wg.Add(1)
-	s.writers.Add(1)
-	go s.writer(n)
-	s.log.Debug().Int("index", m.Index).Str("host", m.Host).Str("addr", m.Addr).Strs("problems", m.Problems).Int("joined", s.joined).Msg("rendezvous: node joined")
-	if s.joined == s.cfg.Size {
-		s.complete()
-	}
-	return n, nil, ""
-}
-
-// complete answers every node at once (s.mu held).
-func (s *Server) complete() {
-	s.lastArrival = time.Now()
-	s.joinTimer.Stop()
-	if lines, failing := s.preflightProblems(); failing > 0 {
-		s.fail(fmt.Sprintf("preflight failed on %d of %d nodes", failing, s.cfg.Size), lines, true)
-		return
-	}
-	s.state = rvReleased
-	table := make([]Member, s.cfg.Size)
-	for i, n := range s.nodes {
-		table[i] = n.m
-	}
-	b := s.message(rvMessage{Type: msgTable, Members: table})
-	for _, n := range s.nodes {
-		s.send(n, b)
-	}
-	s.log.Info().Int("nodes", s.cfg.Size).Dur("after", time.Since(s.start)).Msg("rendezvous complete: address table sent to every node")
-}
-
-// fail ends the join with one report for every node (s.mu held).
-func (s *Server) fail(summary string, lines []string, config bool) {
-	s.state = rvFailed
-	s.joinTimer.Stop()
-	text := failureText(summary, lines)
-	s.failure = s.message(rvMessage{Type: msgFail, Error: text, Config: config})
-	for _, n := range s.nodes {
-		if n != nil {
-			s.send(n, s.failure)
-		}
-	}
-	s.log.Error().Msg(text)
-	s.notify()
-}
-
-// preflightProblems lists the problems of the nodes that joined, one line
-// each, and counts the nodes that have any (s.mu held).
-func (s *Server) preflightProblems() (lines []string, failing int) {
-	for i, n := range s.nodes {
-		if n == nil || len(n.m.Problems) == 0 {
-			continue
-		}
-		for _, p := range n.m.Problems {
-			lines = append(lines, fmt.Sprintf("%s: %s", s.cfg.nodeName(i), p))
-		}
-		failing++
-	}
-	return lines, failing
-}
-
-// failureText is the summary, then one indented line each.
-func failureText(summary string, lines []string) string {
-	if len(lines) == 0 {
-		return summary
-	}
-	return summary + ":\n  " + strings.Join(lines, "\n  ")
-}
-
-func (s *Server) joinDeadline() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state != rvJoining || s.closed {
-		return
-	}
-	var missing []string
-	for i, n := range s.nodes {
-		if n == nil {
-			line := s.cfg.nodeName(i) + " never arrived"
-			if r, ok := s.rejected[i]; ok {
-				line += " (" + r + ")"
-			}
-			missing = append(missing, line)
-		}
-	}
-	problems, failing := s.preflightProblems()
-	summary := fmt.Sprintf("rendezvous failed: %d of %d nodes never arrived within %s", len(missing), s.cfg.Size, s.cfg.Deadline)
-	if failing > 0 {
-		summary += fmt.Sprintf("; preflight failed on %d of %d nodes", failing, s.cfg.Size)
-	}
-	s.fail(summary, append(missing, problems...), failing > 0)
-}
-
-func (s *Server) writer(n *rvNode) {
+// pulse sends every node a heartbeat and declares lost the nodes that have
+// been silent for the peer timeout.
+func (s *Server) pulse() {
 	defer s.wg.Done()
-	defer s.writers.Done()
-	for b := range n.out {
-		_ = n.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := n.conn.Write(b); err != nil {
-			// The reader sees the closed connection and reports the node gone.
-			n.conn.Close()
+	t := time.NewTicker(s.cfg.heartbeat())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopPulse:
+			return
+		case <-t.C:
 		}
+		now := time.Now()
+		s.mu.Lock()
+		for _, n := range s.nodes {
+			if n == nil || n.gone != "" {
+				continue
+			}
+			if silent := now.Sub(time.Unix(0, n.lastHeard.Load())); silent > s.cfg.PeerTimeout {
+				s.lose(n, fmt.Sprintf("silent for %s (its launcher hangs, or its node or network is down)", silent.Round(time.Millisecond)))
+				continue
+			}
+			s.send(n, pingLine)
+		}
+		s.mu.Unlock()
 	}
 }
 
-// send queues a message for a node (s.mu held). The protocol has at most a
-// couple of answers outstanding per node, so a full queue means a node that
-// does not read: drop it rather than block everyone.
-func (s *Server) send(n *rvNode, b []byte) {
-	if n.gone != "" {
-		return
-	}
-	select {
-	case n.out <- b:
-	default:
-		s.log.Warn().Str("node", s.cfg.nodeName(n.m.Index)).Msg("rendezvous: node does not read its connection; dropping it")
-		n.conn.Close()
-	}
-}
-
-func (s *Server) notify() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-func (s *Server) nodeGone(n *rvNode, how string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n.gone != "" {
-		return
-	}
-	n.gone = how
+// lose declares n lost (s.mu held): its connection is cut, and the job ends.
+func (s *Server) lose(n *rvNode, why string) {
+	n.gone = "lost"
 	close(n.out)
-	if s.closed {
+	n.conn.Close()
+	name := s.cfg.nodeName(n.m.Index)
+	s.log.Error().Str("node", name).Msg("rendezvous: node lost: " + why)
+	switch s.state {
+	case rvJoining:
+		s.fail(fmt.Sprintf("rendezvous failed: %s lost before every node arrived: %s", name, why), nil, false)
+		return
+	case rvFailed:
+		return // every node has its verdict already
+	}
+	s.abort(message{Type: msgAbort, Node: n.m.Index, Lost: true, Error: fmt.Sprintf("%s lost: %s", name, why)}, n.m.Index)
+	s.settleAll()
+}
+
+// abort ends the job (s.mu held): every node still connected, except the
+// one it came from, gets msg. The first abort is the one every node gets;
+// later ones are only logged.
+func (s *Server) abort(msg message, from int) {
+	if s.aborted != nil || s.closed {
+		s.log.Debug().Str("reason", msg.Error).Msg("rendezvous: job already aborting")
 		return
 	}
-	ev := s.log.Warn()
-	if how == "left" {
-		ev = s.log.Debug()
+	s.aborted = s.message(msg)
+	ev := s.log.Error()
+	if msg.Stopped {
+		ev = s.log.Warn()
 	}
-	ev.Str("node", s.cfg.nodeName(n.m.Index)).Msg("rendezvous: node " + how)
-	if s.state == rvJoining {
-		s.fail(fmt.Sprintf("rendezvous failed: %s %s before every node arrived", s.cfg.nodeName(n.m.Index), how), nil, false)
-		return
-	}
-	for name, b := range s.barriers {
-		s.settle(name, b)
+	ev.Int("from_node", msg.Node).Msg("rendezvous: the job is ending, telling every node: " + msg.Error)
+	for _, n := range s.nodes {
+		if n != nil && n.m.Index != from {
+			s.send(n, s.aborted)
+		}
 	}
 	s.notify()
 }

@@ -19,6 +19,12 @@ const (
 	// StageNoRegister serves normally but never registers in etcd, so the
 	// health gate never sees the instance.
 	StageNoRegister = "noregister"
+	// StageDeregister serves for a while, then removes its registration
+	// from etcd and goes on running: a worker alive but no longer serving.
+	StageDeregister = "deregister"
+	// StageHang serves for a while, then stops answering: a frontend whose
+	// requests never return, a worker that prints nothing more.
+	StageHang = "hang"
 )
 
 // Failure is one entry of WIDEEP_SIM_FAIL:
@@ -27,19 +33,20 @@ const (
 //
 // host is a node name or "*"; role is worker (the default: any SGLang
 // worker), prefill, decode, frontend, precompile or "*"; stage is startup,
-// serve=<duration> or noregister; code defaults to 1. Entries are separated
-// by commas, e.g. "gpu06:startup:3,*/frontend:serve=30s:1".
+// serve=<duration>, noregister, deregister=<duration> or hang=<duration>;
+// code defaults to 1 (only startup and serve exit). Entries are separated by
+// commas, e.g. "gpu06:startup:3,*/frontend:serve=30s:1,gpu05:deregister=2s".
 type Failure struct {
 	Host  string
 	Role  string
 	Stage string
-	After time.Duration // how long to serve before exiting (StageServe)
+	After time.Duration // how long to serve first (StageServe, StageDeregister, StageHang)
 	Code  int
 }
 
 func (f Failure) String() string {
 	stage := f.Stage
-	if f.Stage == StageServe {
+	if f.Stage == StageServe || f.Stage == StageDeregister || f.Stage == StageHang {
 		stage += "=" + f.After.String()
 	}
 	return fmt.Sprintf("%s/%s:%s:%d", f.Host, f.Role, stage, f.Code)
@@ -58,7 +65,7 @@ func ParseFailures(spec string) ([]Failure, error) {
 		}
 		fl, err := parseFailure(entry)
 		if err != nil {
-			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration> or noregister)", entry, err)
+			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration>, noregister, deregister=<duration> or hang=<duration>)", entry, err)
 		}
 		out = append(out, fl)
 	}
@@ -86,13 +93,13 @@ func parseFailure(entry string) (Failure, error) {
 		if hasArg {
 			return Failure{}, fmt.Errorf("stage %s takes no '=' argument", stage)
 		}
-	case StageServe:
+	case StageServe, StageDeregister, StageHang:
 		if !hasArg {
-			return Failure{}, fmt.Errorf("stage serve needs a duration: serve=<duration>")
+			return Failure{}, fmt.Errorf("stage %s needs a duration: %s=<duration>", stage, stage)
 		}
 		d, err := time.ParseDuration(arg)
 		if err != nil || d < 0 {
-			return Failure{}, fmt.Errorf("bad duration %q for stage serve", arg)
+			return Failure{}, fmt.Errorf("bad duration %q for stage %s", arg, stage)
 		}
 		fl.After = d
 	default:

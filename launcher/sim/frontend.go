@@ -43,6 +43,7 @@ type frontend struct {
 	etcd     *EtcdClient
 	started  int64
 	stopping atomic.Bool
+	hung     atomic.Bool // an injected hang
 	requests atomic.Int64
 }
 
@@ -102,6 +103,13 @@ func (s *standIn) runFrontend(argv []string) int {
 		defer t.Stop()
 		failAfter = t.C
 	}
+	hangFl, willHang := findFailure(fails, names, roleFrontend, StageHang)
+	if willHang {
+		time.AfterFunc(hangFl.After, func() {
+			s.logf("injected failure %s: no more answers", hangFl)
+			fe.hung.Store(true)
+		})
+	}
 	code, reason := 0, ""
 	select {
 	case <-ctx.Done():
@@ -123,7 +131,20 @@ func (s *standIn) runFrontend(argv []string) int {
 	return s.finish(rec, code, reason)
 }
 
+// handler serves the frontend's routes, unless an injected hang has made it
+// alive but silent: then a request waits until its client gives up.
 func (fe *frontend) handler() http.Handler {
+	routes := fe.routes()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fe.hung.Load() {
+			<-r.Context().Done()
+			return
+		}
+		routes.ServeHTTP(w, r)
+	})
+}
+
+func (fe *frontend) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
 		if fe.stopping.Load() {

@@ -99,6 +99,7 @@ type standIn struct {
 	argv   []string // the whole original command line
 	logMu  sync.Mutex
 	prefix string
+	silent bool // an injected hang: nothing more is said
 }
 
 func (s *standIn) main(args []string) int {
@@ -158,6 +159,9 @@ func splitPython(argv []string) (module string, rest []string, err error) {
 func (s *standIn) logf(format string, v ...any) {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
+	if s.silent {
+		return
+	}
 	fmt.Fprintf(s.stderr, "%s"+format+"\n", append([]any{s.prefix}, v...)...)
 }
 

@@ -303,24 +303,63 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 		w.onServing(*w.rec)
 	}
 
-	var failAfter <-chan time.Time
 	failFl, willFail := findFailure(fails, w.names, cfg.role, StageServe)
-	if willFail {
-		t := time.NewTimer(failFl.After)
-		defer t.Stop()
-		failAfter = t.C
-	}
-	select {
-	case <-ctx.Done():
-		if w.rdzv != nil {
-			w.rdzv.quiet()
+	failAfter := after(willFail, failFl.After)
+	deregFl, willDereg := findFailure(fails, w.names, cfg.role, StageDeregister)
+	deregAfter := after(willDereg && w.lease != 0, deregFl.After)
+	hangFl, willHang := findFailure(fails, w.names, cfg.role, StageHang)
+	hangAfter := after(willHang, hangFl.After)
+	for {
+		select {
+		case <-ctx.Done():
+			if w.rdzv != nil {
+				w.rdzv.quiet()
+			}
+			return 0, terminationReason(ctx)
+		case err := <-leaseLost:
+			return exitError, err.Error()
+		case <-failAfter:
+			return failFl.Code, fmt.Sprintf("injected failure %s after serving %v", failFl, failFl.After)
+		case <-deregAfter:
+			deregAfter = nil
+			w.logf("injected failure %s: deregistering from etcd, still running", deregFl)
+			w.deregister()
+		case <-hangAfter:
+			hangAfter = nil
+			w.logf("injected failure %s: hanging, silent from now on", hangFl)
+			w.hang()
 		}
-		return 0, terminationReason(ctx)
-	case err := <-leaseLost:
-		return exitError, err.Error()
-	case <-failAfter:
-		return failFl.Code, fmt.Sprintf("injected failure %s after serving %v", failFl, failFl.After)
 	}
+}
+
+// after is a channel that fires after d when on, else never.
+func after(on bool, d time.Duration) <-chan time.Time {
+	if !on {
+		return nil
+	}
+	return time.After(d)
+}
+
+// deregister takes the instance out of etcd (as a worker whose scheduler
+// died behind a live process would be) and stops keeping the lease alive.
+func (w *worker) deregister() {
+	w.logMu.Lock()
+	lease := w.lease
+	w.lease = 0
+	w.logMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := w.etcd.Revoke(ctx, lease); err != nil {
+		w.logf("deregistering: %v", err)
+	}
+}
+
+// hang silences the stand-in: nothing more is written, to the log or the
+// record, until it is stopped.
+func (w *worker) hang() {
+	w.logMu.Lock()
+	w.silent = true
+	w.logMu.Unlock()
 }
 
 // listen binds what to host:port and answers HTTP there, as SGLang's HTTP
@@ -395,7 +434,7 @@ func (w *worker) keepAlive(lease int64, leaseLost chan<- error) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for range t.C {
-		if w.isCleaned() {
+		if w.isCleaned() || w.isDeregistered() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), period)
@@ -414,6 +453,12 @@ func (w *worker) keepAlive(lease int64, leaseLost chan<- error) {
 	}
 }
 
+func (w *worker) isDeregistered() bool {
+	w.logMu.Lock()
+	defer w.logMu.Unlock()
+	return w.lease == 0
+}
+
 func (w *worker) isCleaned() bool {
 	w.logMu.Lock()
 	defer w.logMu.Unlock()
@@ -430,9 +475,12 @@ func (w *worker) cleanup() {
 	if done {
 		return
 	}
-	if w.lease != 0 {
+	w.logMu.Lock()
+	lease := w.lease
+	w.logMu.Unlock()
+	if lease != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		if err := w.etcd.Revoke(ctx, w.lease); err != nil {
+		if err := w.etcd.Revoke(ctx, lease); err != nil {
 			w.logf("deregistering: %v", err)
 		}
 		cancel()

@@ -174,6 +174,13 @@ is_ours() {
   [ "$st" != Z ] || return 1
   { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qxF "SLURM_LAB_ID=$DIR"
 }
+# alive: the process we just started still runs. Not is_ours: until it has
+# exec'd, its environ is the shell's, without SLURM_LAB_ID.
+alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "$st" != Z ]
+}
 if [ -f "$DIR/pids" ]; then
   while read -r _name pid; do
     if is_ours "$pid"; then die "a lab is already running from $DIR (pid $pid); run down.sh first"; fi
@@ -232,7 +239,7 @@ PID_munged=$LAST_PID
 munge_ok=0
 for _ in $(seq 1 $((TIMEOUT * 20))); do
   if [ -S "$SOCK" ] && munge -S "$SOCK" -n 2>/dev/null | unmunge -S "$SOCK" >/dev/null 2>&1; then munge_ok=1; break; fi
-  is_ours "$PID_munged" || break; sleep 0.05
+  alive "$PID_munged" || break; sleep 0.05
 done
 [ "$munge_ok" = 1 ] || { cat "$DIR/log/munged.out" >&2; die "munged did not come up"; }
 log "munged up (pid $PID_munged)"
@@ -402,7 +409,7 @@ T_CTLD=$(date +%s.%N)
 ok=0
 for _ in $(seq 1 $((TIMEOUT * 10))); do
   if scontrol ping 2>/dev/null | grep -q 'is UP'; then ok=1; break; fi
-  is_ours "$PID_slurmctld" || break
+  alive "$PID_slurmctld" || break
   sleep 0.1
 done
 [ "$ok" = 1 ] || { tail -20 "$DIR/log/slurmctld.out" >&2; die "slurmctld did not come up"; }

@@ -163,3 +163,26 @@ func (c *Cluster) NodeCommand(ctx context.Context, node, name string, args ...st
 	argv := append([]string{"--net=/run/netns/" + n.netns, "--", name}, args...)
 	return exec.CommandContext(ctx, "nsenter", argv...)
 }
+
+// SetLink takes node's network link down (a network cut: its processes
+// live on but reach nobody, and nobody reaches them) or up again.
+func (c *Cluster) SetLink(name string, up bool) error {
+	n, ok := c.node(name)
+	if !ok || n.netns == "" {
+		return fmt.Errorf("no node %q with its own network namespace in this cluster", name)
+	}
+	// up.sh pairs netns <net>-n<i> with the bridge port <net>-v<i>.
+	i := strings.LastIndex(n.netns, "-n")
+	if i < 0 {
+		return fmt.Errorf("node %s: unexpected network namespace name %q", name, n.netns)
+	}
+	veth := n.netns[:i] + "-v" + n.netns[i+2:]
+	state := "down"
+	if up {
+		state = "up"
+	}
+	if out, err := exec.Command("ip", "link", "set", veth, state).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link set %s %s: %v: %s", veth, state, err, out)
+	}
+	return nil
+}

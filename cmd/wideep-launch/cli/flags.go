@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/spf13/pflag"
@@ -83,4 +85,49 @@ func splitEnvList(v string) []string {
 		}
 	}
 	return out
+}
+
+// checkDurations rejects durations that must be positive (positive) or may
+// be zero to turn something off (optional) but are negative, naming the flag
+// and, when that is where the value came from, its variable.
+func checkDurations(fs *pflag.FlagSet, positive, optional map[string]time.Duration) error {
+	var errs *multierror.Error
+	check := func(name string, d time.Duration, zeroOK bool) {
+		if d > 0 || zeroOK && d == 0 {
+			return
+		}
+		want := "must be positive"
+		if zeroOK {
+			want = "must be positive, or 0 to turn it off"
+		}
+		errs = multierror.Append(errs, fmt.Errorf("--%s %s%s: %s", name, d, fromEnv(fs, name), want))
+	}
+	for _, name := range sortedKeys(positive) {
+		check(name, positive[name], false)
+	}
+	for _, name := range sortedKeys(optional) {
+		check(name, optional[name], true)
+	}
+	if err := errs.ErrorOrNil(); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	return nil
+}
+
+// fromEnv says " (from WIDEEP_X)" when flag name was set by its variable,
+// not on the command line.
+func fromEnv(fs *pflag.FlagSet, name string) string {
+	if f := fs.Lookup(name); f != nil && !f.Changed && f.Value.String() != f.DefValue {
+		return " (from " + EnvName(name) + ")"
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/node"
+	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/supervise"
 	"github.com/wideep/wideep-launch/slurm"
 )
@@ -67,6 +68,12 @@ func runRun(sys System, args []string) error {
 	fs.DurationVar(&opts.RendezvousTimeout, "rendezvous-timeout", def.RendezvousTimeout, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
 	fs.DurationVar(&opts.InfraTimeout, "infra-timeout", def.InfraTimeout, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
 	fs.DurationVar(&opts.PrecompileTimeout, "precompile-timeout", def.PrecompileTimeout, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
+	fs.DurationVar(&opts.PeerTimeout, "peer-timeout", def.PeerTimeout, "a node silent this long on the rendezvous is lost and the job ends (env "+EnvName("peer-timeout")+")")
+	fs.DurationVar(&opts.HealthInterval, "health-interval", def.HealthInterval, "after READY, how often node 0 checks the frontend (env "+EnvName("health-interval")+")")
+	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
+	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
+	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
+	secretFile := fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
 	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
 	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
 	bindSpecFlags(fs, &spec)
@@ -84,8 +91,15 @@ func runRun(sys System, args []string) error {
 			return usageErrorf("--role %q (or %s): want auto, prefill, decode or infra", *role, EnvName("role"))
 		}
 	}
-	if opts.Grace <= 0 {
-		return usageErrorf("--grace %s: must be positive", opts.Grace)
+	if err := checkDurations(fs, map[string]time.Duration{
+		"grace": opts.Grace, "health-timeout": opts.HealthTimeout, "rendezvous-timeout": opts.RendezvousTimeout,
+		"infra-timeout": opts.InfraTimeout, "precompile-timeout": opts.PrecompileTimeout, "peer-timeout": opts.PeerTimeout,
+		"health-interval": opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
+	}, map[string]time.Duration{"canary-interval": opts.CanaryInterval}); err != nil {
+		return err
+	}
+	if opts.CanaryFailures < 1 {
+		return usageErrorf("--canary-failures %d (or %s): must be at least 1", opts.CanaryFailures, EnvName("canary-failures"))
 	}
 	level, err := zerolog.ParseLevel(*logLevel)
 	if err != nil || *logLevel == "" {
@@ -131,6 +145,7 @@ func runRun(sys System, args []string) error {
 		Slurm:          env,
 		Role:           *role,
 		RendezvousHost: *rvHost,
+		SecretFile:     *secretFile,
 		Options:        opts,
 		Runtime:        runtime,
 		// The program's one reaper of child processes.

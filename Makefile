@@ -4,7 +4,7 @@ BIN       := bin/wideep-launch
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/wideep/wideep-launch/cmd/wideep-launch/cli.Version=$(VERSION)
 # Debian packages the tests use for real components (see README "What is real").
-DEB_PKGS  := gcc libc6-dev curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps squashfs-tools
+DEB_PKGS  := gcc libc6-dev curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps squashfs-tools nftables
 
 .PHONY: all build test test-e2e bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
 
@@ -15,7 +15,7 @@ build:
 
 # Installs the Debian packages the tests need when they are missing (root, apt-get).
 deps:
-	@missing=""; for c in scontrol:slurm-client slurmd:slurmd slurmctld:slurmctld munged:munge etcd:etcd-server nats-server:nats-server nodeset:clustershell ip:iproute2 nsenter:util-linux curl:curl gcc:gcc mksquashfs:squashfs-tools; do \
+	@missing=""; for c in scontrol:slurm-client slurmd:slurmd slurmctld:slurmctld munged:munge etcd:etcd-server nats-server:nats-server nodeset:clustershell ip:iproute2 nsenter:util-linux curl:curl gcc:gcc mksquashfs:squashfs-tools nft:nftables; do \
 	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -423,6 +423,28 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		assertNoLeftovers(t, c)
 	})
 
+	t.Run("blocked_route_to_the_decode_head", func(t *testing.T) {
+		// node5 (decode head) refuses connections to its torch-store port,
+		// as a site firewall would: the route check names who cannot reach
+		// whom, before any precompile or worker starts.
+		undo, err := c.RejectPort("node5", 29500)
+		require.NoError(t, err)
+		defer func() { assert.NoError(t, undo()) }()
+		j := submit(t, c, nil)
+		job := j.wait(60 * time.Second)
+		assert.Equal(t, "FAILED", job.State)
+		want := fmt.Sprintf("node 5 (node6): cannot reach node 4 (node5) at %s:29500 (SGLang torch store of decode worker 0)",
+			c.NodeAddr("node5"))
+		for _, h := range nodes {
+			log := j.launcherLog(h)
+			assert.Contains(t, log, `barrier \"routes\" failed`, h)
+			assert.Contains(t, log, want, h)
+		}
+		logs, _ := filepath.Glob(filepath.Join(j.logDir(), "*.precompile.log"))
+		assert.Empty(t, logs, "nothing heavy started")
+		assertNoLeftovers(t, c)
+	})
+
 	t.Run("health_timeout_names_missing_decode", func(t *testing.T) {
 		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node5:noregister", "WIDEEP_HEALTH_TIMEOUT": "15s"})
 		job := j.wait(90 * time.Second)

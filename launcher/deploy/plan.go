@@ -15,10 +15,12 @@ import (
 // same kind share Ports slices, and a node's precompile and worker share
 // their Env map; copy before changing anything.
 type Plan struct {
-	JobID         string       `json:"job_id"`
-	Model         string       `json:"model"` // served model name
-	Layout        string       `json:"layout"`
-	GPUsPerNode   int          `json:"gpus_per_node"`
+	JobID       string `json:"job_id"`
+	Model       string `json:"model"` // served model name
+	Layout      string `json:"layout"`
+	GPUsPerNode int    `json:"gpus_per_node"`
+	// SGLangVersion is the release whose port model the plan follows.
+	SGLangVersion string       `json:"sglang_version"`
 	Nodes         []NodePlan   `json:"nodes"`
 	Workers       []WorkerPlan `json:"workers"`
 	InfraNode     int          `json:"infra_node"`
@@ -55,8 +57,9 @@ type Process struct {
 	// Oneshot processes run to completion before the processes after them
 	// start (the DeepGEMM precompile).
 	Oneshot bool `json:"oneshot,omitempty"`
-	// Ports the process binds (or may bind) on its node, for the preflight.
-	Ports []int `json:"ports,omitempty"`
+	// Ports the process binds, or needs free, on its node: the preflight
+	// checks exactly these.
+	Ports []Port `json:"ports,omitempty"`
 	// Files the runtime writes (path → content) before starting the process.
 	Files map[string]string `json:"files,omitempty"`
 }
@@ -124,20 +127,21 @@ func checkNodes(v *validator, jobID string, hosts, addrs []string) {
 
 // roleTemplate is everything a role's nodes have in common.
 type roleTemplate struct {
-	role                 Role
-	workers, nodes       int
-	tp, dp               int
-	worker, precompile   []string // full argv with the per-node values blank
-	wRank, wAddr         int      // argv indexes of the --node-rank and --dist-init-addr values
-	pRank, pAddr         int
-	cacheDir             string
-	env                  [][2]string // the role's extra environment, in order
-	headPorts, restPorts []int
+	role               Role
+	workers, nodes     int
+	tp, dp             int
+	worker, precompile []string // full argv with the per-node values blank
+	wRank, wAddr       int      // argv indexes of the --node-rank and --dist-init-addr values
+	pRank, pAddr       int
+	cacheDir           string
+	env                [][2]string // the role's extra environment, in order
+	head, rest         struct{ worker, precompile []Port }
 }
 
-func (s Spec) roleTemplate(r roleSpec) roleTemplate {
-	v := &validator{}
-	edits, _ := parseArgEdits(v, r) // Validate has reported bad entries
+// roleArgs are the role's SGLang arguments: the reference's, with the
+// plan's values and the user's edits.
+func (s Spec) roleArgs(r roleSpec) []arg {
+	edits, _ := parseArgEdits(&validator{}, r) // Validate has reported bad entries
 	tp, dp, _ := s.sizes(r, edits)
 	args := defaultArgs(r.role)
 	set := func(flag, val string) {
@@ -168,7 +172,13 @@ func (s Spec) roleTemplate(r roleSpec) roleTemplate {
 			args = append(args, arg{flag: e.flag, vals: e.vals, joined: e.joined})
 		}
 	}
+	return args
+}
 
+func (s Spec) roleTemplate(r roleSpec) roleTemplate {
+	edits, _ := parseArgEdits(&validator{}, r) // Validate has reported bad entries
+	tp, dp, _ := s.sizes(r, edits)
+	args := s.roleArgs(r)
 	t := roleTemplate{role: r.role, workers: r.workers, nodes: r.nodes, tp: tp, dp: dp}
 	t.worker, t.wRank, t.wAddr = flatten([]string{"python3", "-m", "dynamo.sglang"}, args)
 	sglangArgs := slices.DeleteFunc(slices.Clone(args), func(a arg) bool { return isDynamoOnly(a.flag) })
@@ -179,19 +189,8 @@ func (s Spec) roleTemplate(r roleSpec) roleTemplate {
 		t.env = append(t.env, [2]string{k, val})
 	}
 
-	// Ports: --port and --nccl-port everywhere; the prefill bootstrap server
-	// (Dynamo reserves the port on every prefill node); on the head the
-	// torch store at the dist-init port and, with DP attention, SGLang's ZMQ
-	// sockets at dist-init+1 .. dist-init+5+dp (PortArgs.init_new).
-	base := []int{s.SGLangPort, s.NCCLPort}
-	if r.role == RolePrefill {
-		base = append(base, s.BootstrapPort)
-	}
-	t.restPorts = base
-	t.headPorts = slices.Clone(base)
-	for p := s.DistInitPort; p <= s.DistInitPort+5+dp && p <= 65535; p++ {
-		t.headPorts = append(t.headPorts, p)
-	}
+	t.head.worker, t.head.precompile = s.rolePorts(r, true)
+	t.rest.worker, t.rest.precompile = s.rolePorts(r, false)
 	return t
 }
 
@@ -273,6 +272,7 @@ func (b *planBuilder) build() *Plan {
 		Model:         s.ServedModelName,
 		Layout:        s.Layout(),
 		GPUsPerNode:   s.GPUsPerNode,
+		SGLangVersion: s.SGLangVersion,
 		Nodes:         make([]NodePlan, len(b.hosts)),
 		Workers:       make([]WorkerPlan, 0, s.PrefillWorkers+s.DecodeWorkers),
 		InfraNode:     b.infra,
@@ -326,19 +326,19 @@ func (b *planBuilder) build() *Plan {
 					n.Processes = b.infraProcesses(n.Processes)
 				}
 				env := b.workerEnv(t, idx)
-				ports := t.restPorts
+				ports := t.rest
 				if r == 0 {
-					ports = t.headPorts
+					ports = t.head
 				}
 				if s.Precompile {
 					argv := clone(t.precompile)
 					argv[t.pRank], argv[t.pAddr] = b.rankStrs[r], distInit
 					n.Processes = append(n.Processes, Process{Name: ProcPrecompile, Argv: argv, Env: env,
-						Oneshot: true, Ports: ports})
+						Oneshot: true, Ports: ports.precompile})
 				}
 				argv := clone(t.worker)
 				argv[t.wRank], argv[t.wAddr] = b.rankStrs[r], distInit
-				n.Processes = append(n.Processes, Process{Name: string(t.role), Argv: argv, Env: env, Ports: ports})
+				n.Processes = append(n.Processes, Process{Name: string(t.role), Argv: argv, Env: env, Ports: ports.worker})
 				idx++
 			}
 			p.Workers = append(p.Workers, wp)
@@ -365,6 +365,7 @@ func (b *planBuilder) infraProcesses(procs []Process) []Process {
 	s := b.s
 	host := b.hosts[b.infra]
 	me := b.name(b.infra)
+	etcdPorts, natsPorts, frontendPorts := s.infraPorts()
 	if s.runsEtcd() {
 		peer := fmt.Sprintf("http://%s:%d", me, s.EtcdPeerPort)
 		procs = append(procs, Process{
@@ -376,7 +377,7 @@ func (b *planBuilder) infraProcesses(procs []Process) []Process {
 				"--initial-advertise-peer-urls", peer,
 				"--initial-cluster", host + "=" + peer},
 			Env:   map[string]string{},
-			Ports: []int{s.EtcdClientPort, s.EtcdPeerPort},
+			Ports: etcdPorts,
 		})
 	}
 	if s.runsNATS() {
@@ -384,7 +385,7 @@ func (b *planBuilder) infraProcesses(procs []Process) []Process {
 			Name:  ProcNATS,
 			Argv:  []string{"nats-server", "-js", "-p", strconv.Itoa(s.NATSPort), "-sd", s.JobNATSStoreDir(b.jobID)},
 			Env:   map[string]string{},
-			Ports: []int{s.NATSPort},
+			Ports: natsPorts,
 		}
 		if s.NATSMaxPayload != "" {
 			// nats-server has no command-line flag for max_payload.
@@ -400,7 +401,7 @@ func (b *planBuilder) infraProcesses(procs []Process) []Process {
 		Name:  ProcFrontend,
 		Argv:  []string{"python3", "-m", "dynamo.frontend", "--http-port=" + strconv.Itoa(s.HTTPPort)},
 		Env:   env,
-		Ports: []int{s.HTTPPort},
+		Ports: frontendPorts,
 	})
 	return procs
 }

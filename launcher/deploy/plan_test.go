@@ -198,26 +198,36 @@ func TestPlanInfraProcesses(t *testing.T) {
 		"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://gpu01:2379",
 		"--listen-peer-urls", "http://0.0.0.0:2380", "--initial-advertise-peer-urls", "http://gpu01:2380",
 		"--initial-cluster", "gpu01=http://gpu01:2380"}, etcd.Argv)
-	assert.Equal(t, []int{2379, 2380}, etcd.Ports)
+	assert.Equal(t, []int{2379, 2380}, portNumbers(etcd.Ports, true))
 
 	nats := procByName(t, n, ProcNATS)
 	assert.Equal(t, []string{"nats-server", "-js", "-p", "4222", "-sd", "/tmp/wideep-4242/nats",
 		"-c", "/tmp/wideep-4242/nats.conf"}, nats.Argv)
 	assert.Equal(t, map[string]string{"/tmp/wideep-4242/nats.conf": "max_payload: 64MB\n"}, nats.Files)
-	assert.Equal(t, []int{4222}, nats.Ports)
+	assert.Equal(t, []int{4222}, portNumbers(nats.Ports, true))
 
 	fe := procByName(t, n, ProcFrontend)
 	assert.Equal(t, map[string]string{"ETCD_ENDPOINTS": "http://gpu01:2379", "NATS_SERVER": "nats://gpu01:4222",
 		"DYN_TCP_RPC_HOST": "gpu01"}, fe.Env)
-	assert.Equal(t, []int{8000}, fe.Ports)
+	assert.Equal(t, []int{8000}, portNumbers(fe.Ports, true))
 
-	// Ports: the head also binds the torch store and SGLang's DP-attention
-	// sockets (dist-init .. dist-init+5+dp); the other nodes do not.
+	// SGLang's port model (0.5.6.post2, DP attention): the head listens on
+	// the torch store P, P+1..P+5 and the DP handshake P+13, the prefill head
+	// on the bootstrap port too; every node of the worker needs P..P+5 and
+	// the NCCL port free; dynamo.sglang listens on no --port, the
+	// precompile's server does, on every node.
 	w := procByName(t, n, "prefill")
-	assert.Subset(t, w.Ports, []int{30000, 29400, 30001, 29500, 29501, 29537})
-	assert.NotContains(t, w.Ports, 29538)
-	assert.ElementsMatch(t, []int{30000, 29400, 30001}, procByName(t, plan.Nodes[1], "prefill").Ports)
-	assert.ElementsMatch(t, []int{30000, 29400}, procByName(t, plan.Nodes[5], "decode").Ports)
+	assert.Equal(t, []int{29500, 29501, 29502, 29503, 29504, 29505, 29513, 30001}, portNumbers(w.Ports, true))
+	assert.Equal(t, []int{29400}, portNumbers(w.Ports, false))
+	rest := procByName(t, plan.Nodes[1], "prefill")
+	assert.Empty(t, portNumbers(rest.Ports, true), "a non-head node listens on nothing")
+	assert.Equal(t, []int{29500, 29501, 29502, 29503, 29504, 29505, 29400}, portNumbers(rest.Ports, false),
+		"but SGLang checks the dist-init ports on every node")
+	dec := procByName(t, plan.Nodes[4], "decode")
+	assert.NotContains(t, portNumbers(dec.Ports, true), 30001, "decode never binds the bootstrap port")
+	pre := procByName(t, plan.Nodes[5], ProcPrecompile)
+	assert.Equal(t, []int{30000}, portNumbers(pre.Ports, true), "compile_deep_gemm's server listens on --port")
+	assert.Equal(t, "SGLang tokenizer (--dist-init-port+1)", rest.Ports[1].Describe())
 }
 
 func TestNATSConfigAcceptedByNATSServer(t *testing.T) {
@@ -510,9 +520,10 @@ func TestPlanDPAndPPSizes(t *testing.T) {
 	assert.Equal(t, []string{"16"}, dv["--tp-size"])
 	assert.Equal(t, []string{"16"}, dv["--dp-size"])
 	assert.Equal(t, []string{"2"}, dv["--pp-size"])
-	// The head's DP-attention ports follow the dp size.
-	assert.Contains(t, procByName(t, plan.Nodes[0], "prefill").Ports, 29513)
-	assert.NotContains(t, procByName(t, plan.Nodes[0], "prefill").Ports, 29514)
+	// The per-DP-rank ports are random (SGLang >= 0.5.3.post2): dp does not
+	// move the head's fixed ports.
+	assert.Equal(t, []int{29500, 29501, 29502, 29503, 29504, 29505, 29513, 30001},
+		portNumbers(procByName(t, plan.Nodes[0], "prefill").Ports, true))
 }
 
 func TestPlanCacheKey(t *testing.T) {
@@ -557,4 +568,15 @@ func TestNewPlanNodeErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// portNumbers are the ports that ports binds (bind) or only needs free.
+func portNumbers(ports []Port, bind bool) []int {
+	var out []int
+	for _, p := range ports {
+		if p.Bind == bind {
+			out = append(out, p.Port)
+		}
+	}
+	return out
 }

@@ -249,3 +249,22 @@ func TestWriteJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out.Bytes(), &back))
 	assert.Equal(t, *plan, back)
 }
+
+func TestWritePortsGolden(t *testing.T) {
+	for name, edit := range map[string]func(*Spec){
+		"ports-1p4-1d4":        func(*Spec) {},
+		"ports-3p2-1d2":        func(s *Spec) { s.PrefillWorkers, s.PrefillNodesPerWorker, s.DecodeNodesPerWorker = 3, 2, 2 },
+		"ports-1p4-1d4-dp8":    func(s *Spec) { s.PrefillDPSize, s.DecodeDPSize = 8, 8 },
+		"ports-1p4-1d4-0.5.18": func(s *Spec) { s.SGLangVersion = "0.5.18" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := spec8()
+			edit(&s)
+			plan, err := NewPlan(s, "1234", gpuHosts(s.NodesNeeded()), nil)
+			require.NoError(t, err)
+			var b bytes.Buffer
+			require.NoError(t, WritePorts(&b, plan))
+			golden(t, name+".table", b.Bytes())
+		})
+	}
+}

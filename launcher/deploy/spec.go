@@ -40,6 +40,8 @@ const (
 // Defaults that other packages need to agree on.
 const (
 	DefaultGPUsPerNode = 8
+	// DefaultSGLangVersion is the release Dynamo's WideEP guide pins.
+	DefaultSGLangVersion = "0.5.6.post2"
 	// DefaultNATSMaxPayload raises NATS's 1 MB default: with long inputs
 	// Dynamo's NATS messages exceed 1 MB and the overflow surfaces only as a
 	// request timeout (ai-dynamo/dynamo #9734; srt-slurm needed 24+ MB). 64 MB
@@ -60,6 +62,9 @@ type Spec struct {
 	ModelPath       string // inside the container, like the reference's /model/
 	ServedModelName string
 	Image           string // container image; "" runs on the host
+	// SGLangVersion is the SGLang release in the image: which ports it
+	// uses depends on it (see Port).
+	SGLangVersion string
 	// GPUsPerNode 0 means "not given": call ResolveGPUs before planning.
 	GPUsPerNode int
 
@@ -118,6 +123,7 @@ func DefaultSpec() Spec {
 	return Spec{
 		ModelPath:             "/model/",
 		ServedModelName:       "deepseek-ai/DeepSeek-R1",
+		SGLangVersion:         DefaultSGLangVersion,
 		PrefillWorkers:        1,
 		PrefillNodesPerWorker: 4,
 		DecodeWorkers:         1,
@@ -127,9 +133,7 @@ func DefaultSpec() Spec {
 		DistInitPort:          29500,
 		BootstrapPort:         30001,
 		SGLangPort:            30000,
-		// Below the dist-init port: SGLang's DP attention binds dist-init+1 ..
-		// dist-init+5+dp on the head, which would reach a port above it once
-		// dp ≥ 95 (12 nodes per worker).
+		// Below the dist-init port and its derived ports (up to +13).
 		NCCLPort:       29400,
 		EtcdClientPort: 2379,
 		EtcdPeerPort:   2380,

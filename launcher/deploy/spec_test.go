@@ -120,29 +120,31 @@ func TestValidate(t *testing.T) {
 		"empty model path":  {func(s *Spec) { s.ModelPath = " " }, 8, []string{"--model-path is empty"}},
 		"empty served name": {func(s *Spec) { s.ServedModelName = "" }, 8, []string{"--served-model-name is empty"}},
 		"infra placement":   {func(s *Spec) { s.InfraPlacement = "last" }, 8, []string{`--infra-node "last": want first or dedicated`}},
-		"http port = sglang port on the infra node": {func(s *Spec) { s.SGLangPort = 8000 }, 8, []string{
-			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (--http-port) and by prefill (--sglang-port)"}},
+		"frontend and precompile on one port": {func(s *Spec) { s.SGLangPort = 8000 }, 8, []string{
+			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (Dynamo frontend HTTP (--http-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))"}},
 		"dedicated infra node keeps 8000 apart": {func(s *Spec) { s.SGLangPort, s.InfraPlacement = 8000, InfraDedicated }, 9, nil},
-		"two flags of one worker": {func(s *Spec) { s.NCCLPort = 30000 }, 8, []string{
-			"port 30000 is used twice on prefill node rank 0 (node 0, infra): by prefill (--sglang-port) and by prefill (--nccl-port)",
-			"port 30000 is used twice on prefill node ranks 1-3: by prefill (--sglang-port) and by prefill (--nccl-port)",
-			"port 30000 is used twice on decode node rank 0: by decode (--sglang-port) and by decode (--nccl-port)",
-			"port 30000 is used twice on decode node ranks 1-3: by decode (--sglang-port) and by decode (--nccl-port)",
+		"no precompile, nobody listens on --port": {func(s *Spec) { s.SGLangPort, s.Precompile = 8000, false }, 8, nil},
+		"two flags of one process": {func(s *Spec) { s.NCCLPort = 30000 }, 8, []string{
+			"port 30000 is used twice on prefill node rank 0 (node 0, infra): by precompile (NCCL init (--nccl-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))",
+			"port 30000 is used twice on prefill node ranks 1-3: by precompile (NCCL init (--nccl-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))",
+			"port 30000 is used twice on decode node rank 0: by precompile",
+			"port 30000 is used twice on decode node ranks 1-3: by precompile",
 		}},
 		"etcd and nats": {func(s *Spec) { s.NATSPort = 2379 }, 8, []string{
-			"port 2379 is used twice on prefill node rank 0 (node 0, infra): by etcd (--etcd-client-port) and by nats (--nats-port)"}},
+			"port 2379 is used twice on prefill node rank 0 (node 0, infra): by etcd (etcd clients (--etcd-client-port)) and by nats (NATS (--nats-port))"}},
 		"etcd on the bootstrap port": {func(s *Spec) { s.EtcdPeerPort = 30001 }, 8, []string{
-			"by etcd (--etcd-peer-port) and by prefill (--bootstrap-port)"}},
-		"DP attention sockets reach the bootstrap port": {func(s *Spec) { s.DistInitPort = 29990 }, 8, []string{
-			"port 30000 is used twice on prefill node rank 0 (node 0, infra): by prefill (--sglang-port) and by prefill (--dist-init-port+10, SGLang DP attention with dp 32)",
-			"port 30001 is used twice on prefill node rank 0 (node 0, infra): by prefill (--bootstrap-port) and by prefill (--dist-init-port+11, SGLang DP attention with dp 32)",
-			"port 30000 is used twice on decode node rank 0: by decode (--sglang-port) and by decode (--dist-init-port+10",
+			"by etcd (etcd peers (--etcd-peer-port)) and by prefill (PD bootstrap server (--bootstrap-port))"}},
+		"etcd on a port SGLang checks is free on every node": {func(s *Spec) { s.EtcdClientPort = 29503 }, 8, []string{
+			"port 29503 is used twice on prefill node rank 0 (node 0, infra): by etcd (etcd clients (--etcd-client-port)) and by prefill (SGLang RPC (--dist-init-port+3))"}},
+		"SGLang's derived ports reach the bootstrap port": {func(s *Spec) { s.DistInitPort = 29988 }, 8, []string{
+			"port 30001 is used twice on prefill node rank 0 (node 0, infra): by prefill (SGLang DP-attention handshake (--dist-init-port+13)) and by prefill (PD bootstrap server (--bootstrap-port))",
 		}},
-		"DP attention sockets past the last port": {func(s *Spec) { s.DistInitPort = 65500 }, 8, []string{
-			"--dist-init-port 65500: SGLang DP attention with dp 32 binds up to port 65537 on the prefill head",
-			"--dist-init-port 65500: SGLang DP attention with dp 32 binds up to port 65537 on the decode head"}},
+		"derived ports past the last port": {func(s *Spec) { s.DistInitPort = 65530 }, 8, []string{
+			"--dist-init-port 65530: SGLang uses the ports above it up to +13 (65543)"}},
 		"rendezvous port": {func(s *Spec) { s.RendezvousPort = 4222 }, 8, []string{
-			"port 4222 is used twice on prefill node rank 0 (node 0, infra): by nats (--nats-port) and by the launcher rendezvous (--rendezvous-port)"}},
+			"port 4222 is used twice on prefill node rank 0 (node 0, infra): by nats (NATS (--nats-port)) and by the launcher (the launcher rendezvous (--rendezvous-port))"}},
+		"bad SGLang version": {func(s *Spec) { s.SGLangVersion = "latest" }, 8, []string{
+			`--sglang-version "latest": want a version such as 0.5.6.post2`}},
 		"bad ports": {func(s *Spec) { s.HTTPPort, s.NCCLPort, s.RendezvousPort = 0, 70000, -1 }, 8, []string{
 			"--http-port 0: not a TCP port", "--nccl-port 70000: not a TCP port", "--rendezvous-port -1: not a TCP port"}},
 		"managed flags": {func(s *Spec) {
@@ -236,11 +238,11 @@ func TestRendezvousPort(t *testing.T) {
 	assert.Equal(t, RendezvousPort(20000, "offline"), RendezvousPort(20000, "offline"), "stable")
 
 	// Job 9500 would land on the dist-init port; the plan moves past every
-	// port of the DP-attention range of the heads.
+	// port SGLang uses or checks (29500-29505), to the first free one.
 	plan, err := NewPlan(spec8(), "9500", gpuHosts(8), nil)
 	require.NoError(t, err)
-	assert.Equal(t, 29538, plan.RendezvousPort)
-	assert.Equal(t, "gpu01:29538", plan.Rendezvous)
+	assert.Equal(t, 29506, plan.RendezvousPort)
+	assert.Equal(t, "gpu01:29506", plan.Rendezvous)
 
 	s := spec8()
 	s.RendezvousPort = 12345

@@ -35,14 +35,11 @@ func (s Spec) validate(v *validator, numNodes int) {
 		portsOK = portsOK && *p.port >= 1 && *p.port <= 65535
 	}
 	if portsOK {
-		for _, r := range s.roles() {
-			edits, _ := parseArgEdits(&validator{}, r)
-			if _, dp, _ := s.sizes(r, edits); s.DistInitPort+5+dp > 65535 {
-				v.addf("--dist-init-port %d: SGLang DP attention with dp %d binds up to port %d on the %s head",
-					s.DistInitPort, dp, s.DistInitPort+5+dp, r.role)
-			}
+		if top := s.DistInitPort + maxDistInitOffset; top > 65535 {
+			v.addf("--dist-init-port %d: SGLang uses the ports above it up to +%d (%d)", s.DistInitPort, maxDistInitOffset, top)
+		} else {
+			s.checkPorts(v)
 		}
-		s.checkPorts(v)
 	}
 }
 
@@ -94,6 +91,9 @@ func (s Spec) validateFields(v *validator) {
 	}
 	if strings.TrimSpace(s.ServedModelName) == "" {
 		v.addf("--served-model-name is empty")
+	}
+	if _, err := parseVersion(s.SGLangVersion); err != nil {
+		v.addf("--sglang-version %q: %v", s.SGLangVersion, err)
 	}
 	if s.GPUsPerNode < 1 {
 		v.addf("--gpus-per-node %d: must be at least 1 (0 must be resolved first: see ResolveGPUs)", s.GPUsPerNode)

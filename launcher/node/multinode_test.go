@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -68,21 +69,29 @@ type cluster struct {
 // nodeAddr is node i's own loopback address.
 func nodeAddr(i int) string { return fmt.Sprintf("127.0.0.%d", i+1) }
 
-// freePorts returns n distinct TCP ports free on the loopback network now.
-func freePorts(t *testing.T, n int) []int {
+// freeWindow returns the first of n consecutive TCP ports free on every
+// address now, below Linux's ephemeral range: the kernel hands out ports
+// above it to the outgoing connections of tests running alongside, and
+// SGLang (the stand-ins too) checks the dist-init port and the 13 above it.
+func freeWindow(t *testing.T, n int) int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	for range 1000 {
+		base := 20000 + rand.IntN(12000)
+		free := true
+		for p := base; p < base+n && free; p++ {
+			ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+			if err != nil {
+				free = false
+				continue
+			}
+			ln.Close()
+		}
+		if free {
+			return base
+		}
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
+	require.FailNow(t, "no window of free ports")
+	return 0
 }
 
 // newCluster prepares an 8-node job with the reference layout (1P×4 +
@@ -101,12 +110,10 @@ func newCluster(t *testing.T, env ...string) *cluster {
 	spec.Iface = "lo"
 	spec.NoNATS = true
 	require.NoError(t, os.MkdirAll(spec.ModelPath, 0o755))
-	p := freePorts(t, 9)
-	spec.HTTPPort, spec.DistInitPort, spec.BootstrapPort, spec.SGLangPort, spec.NCCLPort = p[0], p[1], p[2], p[3], p[4]
-	spec.EtcdClientPort, spec.EtcdPeerPort, spec.RendezvousPort = p[5], p[6], p[7]
-	if spec.DistInitPort+5+32 >= 65536 {
-		spec.DistInitPort = p[8] % 30000
-	}
+	base := freeWindow(t, 24)
+	spec.DistInitPort = base // SGLang uses it and up to +13
+	spec.HTTPPort, spec.BootstrapPort, spec.SGLangPort, spec.NCCLPort = base+16, base+17, base+18, base+19
+	spec.EtcdClientPort, spec.EtcdPeerPort, spec.RendezvousPort = base+20, base+21, base+22
 	self, err := os.Executable()
 	require.NoError(t, err)
 	records := filepath.Join(work, "records")

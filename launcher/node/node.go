@@ -1,6 +1,6 @@
 // Package node runs one node's part of the deployment (`wideep-launch run`):
 // a declared pipeline of phases (plan → address → preflight → rendezvous →
-// infra → precompile → start → serve, then teardown), each a small function
+// routes → infra → precompile → start → serve, then teardown), each a small function
 // with its own timeout and timeline entry, run by one loop that handles
 // cancellation, stop reasons and verdicts in one place. Its processes run in
 // a Runtime (the host, the simulation stand-ins, a container).
@@ -60,6 +60,9 @@ type Options struct {
 	HealthLostTimeout time.Duration
 	CanaryInterval    time.Duration
 	CanaryFailures    int
+	// SkipRoutes skips the check of the connections between nodes on the
+	// workers' planned ports, made before anything starts.
+	SkipRoutes bool
 }
 
 // DefaultOptions are the timings of a production job.

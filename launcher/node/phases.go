@@ -59,7 +59,9 @@ func (r *run) preflight(context.Context, time.Duration) error {
 	}
 	seen := map[string]bool{}
 	for _, p := range me.Processes {
-		cfg.Ports = append(cfg.Ports, p.Ports...)
+		for _, port := range p.Ports {
+			cfg.Ports = append(cfg.Ports, port.Port)
+		}
 		if exe := r.n.Runtime.Executable(p); !seen[exe] {
 			seen[exe] = true
 			cfg.Executables = append(cfg.Executables, exe)

@@ -4,9 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // precompileKernels is how many placeholder kernels one precompile writes.
@@ -72,7 +76,83 @@ func (s *standIn) runPrecompile(argv []string) int {
 		written++
 	}
 	s.logf("done: %d kernel(s) compiled, %d already cached", written, cached)
+	if err := s.linger(a); err != nil {
+		s.logf("%s: %v", EnvPrecompileLinger, err)
+		return s.finish(rec, exitUsage, err.Error())
+	}
 	return s.finish(rec, 0, "done")
+}
+
+// linger leaves behind, on node rank 0, a child that holds the dist-init
+// port for WIDEEP_SIM_PRECOMPILE_LINGER after the precompile exits, as a
+// scheduler of compile_deep_gemm's server still shutting down does; "forever"
+// holds it until killed.
+func (s *standIn) linger(a *args) error {
+	v := s.getenv(EnvPrecompileLinger)
+	if v == "" || a.int("node-rank", 0) != 0 || !a.has("dist-init-addr") {
+		return nil
+	}
+	if v != "forever" {
+		if _, err := time.ParseDuration(v); err != nil {
+			return fmt.Errorf("want a duration or forever, got %q", v)
+		}
+	}
+	_, port, err := net.SplitHostPort(a.str("dist-init-addr", ""))
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	addr := net.JoinHostPort(s.bindHost(""), port)
+	p, err := os.StartProcess(self, []string{self, "sim", lingerArg, addr, v}, &os.ProcAttr{
+		Env: os.Environ(), Files: []*os.File{null, w, null},
+	})
+	w.Close()
+	if err != nil {
+		return err
+	}
+	// Exit only once the child holds the port, as the real race has it.
+	if _, err := r.Read(make([]byte, 1)); err != nil {
+		return fmt.Errorf("the lingering child did not bind %s", addr)
+	}
+	s.logf("a child (pid %d) keeps %s for %s after this precompile exits", p.Pid, addr, v)
+	return p.Release()
+}
+
+// lingerArg is argv[1] of the lingering child: `wideep-launch sim linger ADDR DURATION`.
+const lingerArg = "linger"
+
+// runLinger binds addr, says so on stdout, and holds it for d (or forever).
+func runLinger(args []string) int {
+	if len(args) != 2 {
+		return exitUsage
+	}
+	ln, err := net.Listen("tcp", args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitError
+	}
+	defer ln.Close()
+	os.Stdout.Write([]byte("!"))
+	if args[1] == "forever" {
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+		select {}
+	}
+	d, _ := time.ParseDuration(args[1])
+	time.Sleep(d)
+	return 0
 }
 
 // cacheDir is where SGLang points DeepGEMM: SGLANG_DG_CACHE_DIR (older

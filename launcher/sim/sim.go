@@ -14,6 +14,8 @@
 //	WIDEEP_SIM_RECORD_DIR        write <dir>/<node>.<role>.json describing what the stand-in was given and did
 //	WIDEEP_SIM_TERM_DELAY        delay between SIGTERM/SIGINT and the clean exit (default 0)
 //	WIDEEP_SIM_PRECOMPILE_DELAY  how long the precompile "compiles" (default 0)
+//	WIDEEP_SIM_PRECOMPILE_LINGER node rank 0's precompile leaves a child holding the dist-init port
+//	                             this long after it exits (a duration, or forever)
 //	WIDEEP_SIM_LEASE_TTL         etcd lease TTL of worker instances, seconds (default 10, as Dynamo)
 //	WIDEEP_SIM_FAIL              injected failures, see Failure
 //	WIDEEP_SIM_ORPHAN            1: each worker leaves a setsid daemon ignoring SIGTERM (see EnvOrphan)
@@ -49,6 +51,10 @@ const (
 	EnvLeaseTTL        = "WIDEEP_SIM_LEASE_TTL"
 	EnvFail            = "WIDEEP_SIM_FAIL"
 	EnvBindHost        = "WIDEEP_SIM_BIND_HOST"
+	// EnvPrecompileLinger makes node rank 0's precompile leave a child that
+	// holds the dist-init port this long after it exits ("forever": until
+	// killed).
+	EnvPrecompileLinger = "WIDEEP_SIM_PRECOMPILE_LINGER"
 )
 
 // Roles of the stand-ins, as used in record file names and WIDEEP_SIM_FAIL.
@@ -106,6 +112,9 @@ func (s *standIn) main(args []string) int {
 	s.argv = args
 	if len(args) == 1 && args[0] == orphanArg {
 		return runOrphan()
+	}
+	if len(args) > 0 && args[0] == lingerArg {
+		return runLinger(args[1:])
 	}
 	module, rest, err := splitPython(args)
 	if err != nil {

@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -255,11 +256,27 @@ func envMap(kv ...string) map[string]string {
 	return m
 }
 
+// freeAddr is 127.0.0.1 with a port that is free together with the 13
+// above it (SGLang's derived ports, which the stand-ins check as SGLang
+// does), below Linux's ephemeral range: a port the kernel hands out, or its
+// neighbours, may be an outgoing connection of a test running alongside.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	for range 1000 {
+		base := 20000 + rand.IntN(12000)
+		free := true
+		for p := base; p <= base+13 && free; p++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(p)))
+			if err != nil {
+				free = false
+				continue
+			}
+			ln.Close()
+		}
+		if free {
+			return net.JoinHostPort("127.0.0.1", strconv.Itoa(base))
+		}
+	}
+	require.FailNow(t, "no free port window")
+	return ""
 }

@@ -60,6 +60,16 @@ type workerConfig struct {
 	component     string
 	endpoint      string
 	distTimeout   time.Duration
+	// checkPorts are the ports SGLang's PortArgs.init_new test-binds on every
+	// node of the worker before anything else (with DP attention: the
+	// dist-init port and the 5 above it, and --nccl-port).
+	checkPorts []portCheck
+}
+
+// portCheck is a port SGLang refuses to start without, and why.
+type portCheck struct {
+	port int
+	name string
 }
 
 const (
@@ -134,8 +144,30 @@ func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 			return nil, fmt.Errorf("--dist-init-addr %q: bad port", c.distInit)
 		}
 		c.distPort = port
+		if a.bool("enable-dp-attention") {
+			p, _ := strconv.Atoi(port)
+			for i, name := range []string{"dist_init_port", "tokenizer_port", "detokenizer_port", "rpc_port", "metrics_port", "scheduler_input_port"} {
+				c.checkPorts = append(c.checkPorts, portCheck{p + i, name})
+			}
+			if n := a.int("nccl-port", 0); n > 0 {
+				c.checkPorts = append(c.checkPorts, portCheck{n, "nccl_port"})
+			}
+		}
 	}
 	return c, nil
+}
+
+// checkFree does what SGLang's wait_port_available does on every node: a
+// port already in use ends the worker at start, with SGLang's complaint.
+func (s *standIn) checkFree(checks []portCheck) error {
+	for _, c := range checks {
+		ln, err := listenTCP(s.bindHost(""), c.port)
+		if err != nil {
+			return fmt.Errorf("ValueError: Port is already in use. %s=%d (%v)", c.name, c.port, err)
+		}
+		ln.Close()
+	}
+	return nil
 }
 
 func (s *standIn) runWorker(argv []string) int {
@@ -168,6 +200,10 @@ func (s *standIn) runWorker(argv []string) int {
 	rec.NodeRank, rec.NNodes, rec.DistInitAddr, rec.Model = cfg.rank, cfg.nnodes, cfg.distInit, cfg.model
 	rec.Listen = map[string]string{}
 	s.save(rec)
+	if err := s.checkFree(cfg.checkPorts); err != nil {
+		s.logf("%v", err)
+		return s.finish(rec, exitError, err.Error())
+	}
 	if fl, ok := findFailure(fails, names, cfg.role, StageStartup); ok {
 		s.logf("injected failure %s: exiting with code %d at startup", fl, fl.Code)
 		return s.finish(rec, fl.Code, "injected failure at startup")

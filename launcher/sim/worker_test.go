@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -49,13 +50,15 @@ func TestWorkerPairRendezvousAndRegisters(t *testing.T) {
 	etcd := simtest.StartEtcd(t)
 	records := t.TempDir()
 	dist := freeAddr(t)
-	env := func(node string) map[string]string {
+	// Each node on its own loopback address, as on its own host: SGLang
+	// checks the dist-init ports free on every node.
+	env := func(node, addr string) map[string]string {
 		return envMap("SLURMD_NODENAME", node, "ETCD_ENDPOINTS", etcd.URL, EnvRecordDir, records,
-			"DYN_TCP_RPC_HOST", "127.0.0.1", "NATS_SERVER", "nats://127.0.0.1:4222")
+			"DYN_TCP_RPC_HOST", "127.0.0.1", "NATS_SERVER", "nats://127.0.0.1:4222", EnvBindHost, addr)
 	}
 	// Rank 1 first: it must wait for rank 0 to come up, as on a real cluster.
-	r1 := startStandIn(t, workerArgv("prefill", 2, 1, dist), env("n2"))
-	r0 := startStandIn(t, workerArgv("prefill", 2, 0, dist), env("n1"))
+	r1 := startStandIn(t, workerArgv("prefill", 2, 1, dist), env("n2", "127.0.0.2"))
+	r0 := startStandIn(t, workerArgv("prefill", 2, 0, dist), env("n1", "127.0.0.1"))
 	rec0, rec1 := r0.waitServing(), r1.waitServing()
 
 	require.NotNil(t, rec1.Rendezvous)
@@ -143,9 +146,12 @@ func TestWorkerRendezvousRejects(t *testing.T) {
 			}
 			var peers []*standInRun
 			for i, argv := range tc.peers {
-				peers = append(peers, startStandIn(t, subst(argv), envMap("SLURMD_NODENAME", "p"+strconv.Itoa(i))))
+				// Each peer on its own loopback address, as on its own node:
+				// SGLang checks the dist-init ports free on every node.
+				peers = append(peers, startStandIn(t, subst(argv), envMap("SLURMD_NODENAME", "p"+strconv.Itoa(i),
+					EnvBindHost, fmt.Sprintf("127.0.0.%d", i+2))))
 			}
-			r0 := startStandIn(t, subst(tc.rank0), envMap("SLURMD_NODENAME", "n0"))
+			r0 := startStandIn(t, subst(tc.rank0), envMap("SLURMD_NODENAME", "n0", EnvBindHost, "127.0.0.1"))
 			assert.Equal(t, 1, r0.wait())
 			assert.Contains(t, r0.stderr.String(), tc.wantRank0)
 			for _, p := range peers {

@@ -186,3 +186,33 @@ func (c *Cluster) SetLink(name string, up bool) error {
 	}
 	return nil
 }
+
+// RejectPort makes node refuse TCP connections to port (nftables in the
+// node's network namespace, as a site firewall would), until undo.
+func (c *Cluster) RejectPort(name string, port int) (undo func() error, err error) {
+	n, ok := c.node(name)
+	if !ok || n.netns == "" {
+		return nil, fmt.Errorf("no node %q with its own network namespace in this cluster", name)
+	}
+	table := fmt.Sprintf("slurmtest_reject_%d", port)
+	nft := func(args ...string) error {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", n.netns, "nft"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft %s on %s: %v: %s", strings.Join(args, " "), name, err, out)
+		}
+		return nil
+	}
+	if err := nft("add", "table", "inet", table); err != nil {
+		return nil, err
+	}
+	undo = func() error { return nft("delete", "table", "inet", table) }
+	if err := nft("add", "chain", "inet", table, "input", "{ type filter hook input priority 0 ; }"); err != nil {
+		_ = undo()
+		return nil, err
+	}
+	if err := nft("add", "rule", "inet", table, "input", "tcp", "dport", strconv.Itoa(port), "reject", "with", "tcp", "reset"); err != nil {
+		_ = undo()
+		return nil, err
+	}
+	return undo, nil
+}

@@ -30,6 +30,7 @@ func runPlan(sys System, args []string) error {
 	jobID := fs.String("job-id", "", "job id for node-local paths (env "+EnvName("job-id")+"; default: SLURM_JOB_ID, else offline)")
 	output := fs.StringP("output", "o", "table", "output format: table or json (env "+EnvName("output")+")")
 	showCommands := fs.Bool("show-commands", false, "after the table, print each node's commands as shell lines (env "+EnvName("show-commands")+")")
+	showPorts := fs.Bool("show-ports", false, "after the table, print every port each kind of node binds or needs free, as the preflight checks them (env "+EnvName("show-ports")+")")
 	bindSpecFlags(fs, &spec)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -47,6 +48,9 @@ func runPlan(sys System, args []string) error {
 	}
 	if *showCommands && *output != "table" {
 		return usageErrorf("--show-commands goes with --output table (the JSON has every command)")
+	}
+	if *showPorts && *output != "table" {
+		return usageErrorf("--show-ports goes with --output table (the JSON lists every process's ports)")
 	}
 
 	var hosts []string
@@ -95,6 +99,10 @@ func runPlan(sys System, args []string) error {
 		err = deploy.WriteJSON(&out, plan)
 	} else {
 		err = deploy.WriteTable(&out, plan)
+		if err == nil && *showPorts {
+			out.WriteByte('\n')
+			err = deploy.WritePorts(&out, plan)
+		}
 		if err == nil && *showCommands {
 			out.WriteByte('\n')
 			err = deploy.WriteCommands(&out, plan)

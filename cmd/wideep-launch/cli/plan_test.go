@@ -201,7 +201,7 @@ func TestPlanErrors(t *testing.T) {
 		"bad hostlist": {nil, []string{"--nodelist", "gpu[01-"}, []string{`invalid hostlist "gpu[01-"`}},
 		"managed flag": {nil, []string{"--nodelist", "gpu[01-08]", "--prefill-arg", "--node-rank 2", "--sglang-port", "8000"}, []string{
 			`--prefill-arg "--node-rank 2": --node-rank is managed by the plan`,
-			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (--http-port) and by prefill (--sglang-port)"}},
+			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (Dynamo frontend HTTP (--http-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))"}},
 		"output":            {nil, []string{"--nodelist", "a,b", "-o", "yaml"}, []string{`--output "yaml": want table or json`}},
 		"commands and json": {nil, []string{"--nodelist", "a,b", "-o", "json", "--show-commands"}, []string{"--show-commands goes with --output table"}},
 		"argument":          {nil, []string{"--nodelist", "a,b", "extra"}, []string{`plan takes no arguments (got "extra")`}},

@@ -73,6 +73,7 @@ func runRun(sys System, args []string) error {
 	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
 	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
 	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
+	checkRoutes := fs.Bool("check-routes", true, "before anything starts, test the connections the workers will make between nodes on their planned ports (env "+EnvName("check-routes")+")")
 	secretFile := fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
 	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
 	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
@@ -125,6 +126,7 @@ func runRun(sys System, args []string) error {
 	}
 	spec.NodeSource = env.NodeListVar
 	spec.ResolveGPUs(env.GPUsOnNode)
+	opts.SkipRoutes = !*checkRoutes
 	var runtime node.Runtime = node.Host{}
 	if *simulate {
 		self, err := sys.Executable()

@@ -17,6 +17,7 @@ func bindSpecFlags(fs *pflag.FlagSet, s *deploy.Spec) {
 	str(&s.ModelPath, "model-path", "model directory as the workers see it")
 	str(&s.ServedModelName, "served-model-name", "model name served by the frontend")
 	str(&s.Image, "image", "container image the job runs; it keys the DeepGEMM cache (the container itself comes from srun --container-image)")
+	str(&s.SGLangVersion, "sglang-version", "SGLang release in the image: which ports it binds or checks depends on it (plan --show-ports)")
 	num(&s.GPUsPerNode, "gpus-per-node", "GPUs per node (0: SLURM_GPUS_ON_NODE, else 8)")
 
 	num(&s.PrefillWorkers, "prefill-workers", "number of prefill workers")
@@ -30,7 +31,7 @@ func bindSpecFlags(fs *pflag.FlagSet, s *deploy.Spec) {
 	str(&s.InfraPlacement, "infra-node", "where etcd, NATS and the frontend run: first (node 0) or dedicated (one extra node, the last)")
 
 	num(&s.HTTPPort, "http-port", "frontend HTTP port")
-	num(&s.DistInitPort, "dist-init-port", "port of each worker's --dist-init-addr (the head also binds the next 5+dp ports)")
+	num(&s.DistInitPort, "dist-init-port", "port of each worker's --dist-init-addr: SGLang checks it and the next 5 free on every node of the worker, and its head listens on them and on +13")
 	num(&s.BootstrapPort, "bootstrap-port", "--disaggregation-bootstrap-port")
 	num(&s.SGLangPort, "sglang-port", "--port of every worker")
 	num(&s.NCCLPort, "nccl-port", "--nccl-port of every worker")

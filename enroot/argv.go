@@ -29,6 +29,9 @@ func ContainerName(jobID string) string {
 type Mount struct {
 	Src, Dst string
 	ReadOnly bool
+	// Create has the launcher create Src before the container starts (a
+	// job's own directory, which need not exist yet).
+	Create bool
 }
 
 // spec is the mount in enroot's colon-separated fstab form. enroot checks

@@ -112,6 +112,13 @@ func (m *Importer) importLocked(ctx context.Context, im Image, final string) err
 		return fmt.Errorf("importing %s: removing %s: %w", im, staging, err)
 	}
 	removed, err := sharedcache.RemoveStaging(final, m.lockInterval(), now)
+	if m.Alive != nil {
+		dead, derr := sharedcache.RemoveDeadStaging(final, func(job string) bool {
+			alive, known := m.Alive(sharedcache.Owner{JobID: job})
+			return known && !alive && job != m.JobID
+		})
+		removed, err = append(removed, dead...), errors.Join(err, derr)
+	}
 	for _, p := range removed {
 		m.Log.Warn().Str("image", im.Ref).Str("path", p).Msg("removed the staging file of an interrupted import")
 	}

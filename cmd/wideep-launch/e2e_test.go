@@ -90,8 +90,15 @@ func (j *e2eJob) stdout() string {
 	return string(b)
 }
 
-// submit runs examples/wideep-sim.sbatch with the given WIDEEP_* settings.
+// submit runs examples/wideep-sim.sbatch on the lab's 8 nodes with the
+// given WIDEEP_* settings.
 func submit(t *testing.T, c *slurmtest.Cluster, env map[string]string) *e2eJob {
+	t.Helper()
+	return submitN(t, c, 8, env)
+}
+
+// submitN is submit on n nodes.
+func submitN(t *testing.T, c *slurmtest.Cluster, n int, env map[string]string) *e2eJob {
 	t.Helper()
 	work := t.TempDir()
 	records := filepath.Join(work, "records")
@@ -106,7 +113,8 @@ func submit(t *testing.T, c *slurmtest.Cluster, env map[string]string) *e2eJob {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	script := filepath.Join("..", "..", "examples", "wideep-sim.sbatch")
-	id, err := c.SbatchEnv(ctx, vars, script, "-N", "8")
+	// --exclusive, as GPU jobs are: two jobs on one node would share ports.
+	id, err := c.SbatchEnv(ctx, vars, script, "-N", strconv.Itoa(n), "--exclusive")
 	require.NoError(t, err)
 	t.Logf("job %s submitted, work dir %s", id, work)
 	j := &e2eJob{t: t, c: c, id: id, work: work, started: time.Now()}

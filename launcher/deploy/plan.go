@@ -20,7 +20,11 @@ type Plan struct {
 	Layout      string `json:"layout"`
 	GPUsPerNode int    `json:"gpus_per_node"`
 	// SGLangVersion is the release whose port model the plan follows.
-	SGLangVersion string       `json:"sglang_version"`
+	SGLangVersion string `json:"sglang_version"`
+	// Runtime, Image and Mounts say where the processes run.
+	Runtime       string       `json:"runtime,omitempty"`
+	Image         string       `json:"image,omitempty"`
+	Mounts        []string     `json:"mounts,omitempty"`
 	Nodes         []NodePlan   `json:"nodes"`
 	Workers       []WorkerPlan `json:"workers"`
 	InfraNode     int          `json:"infra_node"`
@@ -273,6 +277,9 @@ func (b *planBuilder) build() *Plan {
 		Layout:        s.Layout(),
 		GPUsPerNode:   s.GPUsPerNode,
 		SGLangVersion: s.SGLangVersion,
+		Runtime:       s.Runtime,
+		Image:         s.Image,
+		Mounts:        s.ContainerMounts,
 		Nodes:         make([]NodePlan, len(b.hosts)),
 		Workers:       make([]WorkerPlan, 0, s.PrefillWorkers+s.DecodeWorkers),
 		InfraNode:     b.infra,
@@ -439,4 +446,18 @@ func (n NodePlan) ProcessNames() string {
 		names[i] = p.Name
 	}
 	return strings.Join(names, ",")
+}
+
+// CheckRole says whether node index has role ("auto" always fits): a
+// node's asserted role that the plan contradicts is a layout mistake.
+func (p *Plan) CheckRole(index int, role string) error {
+	if role == "auto" || index < 0 || index >= len(p.Nodes) {
+		return nil
+	}
+	me := p.Nodes[index]
+	if Role(role) == me.Role {
+		return nil
+	}
+	return &ConfigError{Err: fmt.Errorf("--role %s, but the plan gives node %d (%s) the role %s (worker %d, node rank %d); "+
+		"use --role auto or fix the layout flags", role, index, me.Host, me.Role, me.Worker, me.NodeRank)}
 }

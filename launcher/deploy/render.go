@@ -106,6 +106,16 @@ func WriteTable(w io.Writer, p *Plan) error {
 			fmt.Fprintf(&b, "%s workers: tp %d, dp %d\n", wk.Role, wk.TPSize, wk.DPSize)
 		}
 	}
+	if p.Runtime != "" || p.Image != "" {
+		fmt.Fprintf(&b, "runtime %s", cmpOr(p.Runtime, RuntimeHost))
+		if p.Image != "" {
+			fmt.Fprintf(&b, "  image %s", p.Image)
+		}
+		if len(p.Mounts) > 0 {
+			fmt.Fprintf(&b, "  mounts %s", strings.Join(p.Mounts, ","))
+		}
+		b.WriteByte('\n')
+	}
 	fmt.Fprintf(&b, "frontend %s  etcd %s", p.Frontend, p.EtcdEndpoints)
 	if p.NATSServer != "" {
 		fmt.Fprintf(&b, "  nats %s", p.NATSServer)
@@ -134,11 +144,29 @@ func WriteTable(w io.Writer, p *Plan) error {
 	return err
 }
 
+// Wrapper is how a container runtime shows its part of the commands: the
+// lines before a node's processes (import, create), each process's command
+// line inside the container, and the lines after (remove).
+type Wrapper interface {
+	Before(n NodePlan) [][]string
+	Wrap(n NodePlan, p Process) []string
+	After(n NodePlan) [][]string
+}
+
 // WriteCommands writes each node's processes as shell lines a person can
 // paste on that node, in start order. They are for reading and debugging:
-// the launcher itself never runs a shell.
-func WriteCommands(w io.Writer, p *Plan) error {
+// the launcher itself never runs a shell. wrap (nil: none) shows them as a
+// container runtime runs them.
+func WriteCommands(w io.Writer, p *Plan, wrap Wrapper) error {
 	var b strings.Builder
+	line := func(argv []string) {
+		for k, a := range argv {
+			if k > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(ShellQuote(a))
+		}
+	}
 	for i, n := range p.Nodes {
 		if i > 0 {
 			b.WriteByte('\n')
@@ -151,6 +179,12 @@ func WriteCommands(w io.Writer, p *Plan) error {
 			}
 		}
 		b.WriteString(")\n")
+		if wrap != nil {
+			for _, argv := range wrap.Before(n) {
+				line(argv)
+				b.WriteByte('\n')
+			}
+		}
 		for j, pr := range n.Processes {
 			pr = redactProcess(pr)
 			for _, f := range slices.Sorted(maps.Keys(pr.Files)) {
@@ -163,18 +197,23 @@ func WriteCommands(w io.Writer, p *Plan) error {
 				}
 				b.WriteByte(' ')
 			}
-			for k, a := range pr.Argv {
-				if k > 0 {
-					b.WriteByte(' ')
-				}
-				b.WriteString(ShellQuote(a))
+			argv := pr.Argv
+			if wrap != nil {
+				argv = wrap.Wrap(n, pr)
 			}
+			line(argv)
 			// Services keep running while the next ones start, as in the
 			// reference's "python3 -m dynamo.frontend ... &".
 			if !pr.Oneshot && j < len(n.Processes)-1 {
 				b.WriteString(" &")
 			}
 			b.WriteByte('\n')
+		}
+		if wrap != nil {
+			for _, argv := range wrap.After(n) {
+				line(argv)
+				b.WriteByte('\n')
+			}
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -214,4 +253,11 @@ func ShellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

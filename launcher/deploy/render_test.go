@@ -91,7 +91,7 @@ func TestRedaction(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, WriteTable(&out, plan))
 	require.NoError(t, WriteJSON(&out, plan))
-	require.NoError(t, WriteCommands(&out, plan))
+	require.NoError(t, WriteCommands(&out, plan, nil))
 	// Messages name the string only: the output is long.
 	for _, secret := range []string{"hf_abc", "=k1", "=s1", "=p1", "sk-123", "sk-456"} {
 		assert.False(t, strings.Contains(out.String(), secret), "%q leaked", secret)
@@ -130,7 +130,7 @@ func TestWriteCommandsRoundTrip(t *testing.T) {
 	plan, err := NewPlan(s, "77", gpuHosts(8), nil)
 	require.NoError(t, err)
 	var out bytes.Buffer
-	require.NoError(t, WriteCommands(&out, plan))
+	require.NoError(t, WriteCommands(&out, plan, nil))
 
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	var cmds []string

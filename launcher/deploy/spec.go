@@ -31,6 +31,13 @@ func ParseRole(s string) (Role, error) {
 	return "", fmt.Errorf("unknown role %q (want prefill, decode or infra)", s)
 }
 
+// Runtimes (see Spec.Runtime).
+const (
+	RuntimeHost   = "host"
+	RuntimePyxis  = "pyxis"
+	RuntimeEnroot = "enroot"
+)
+
 // Where the infra services (etcd, NATS, frontend) run.
 const (
 	InfraFirst     = "first"     // on node 0, next to prefill worker 0's head
@@ -62,6 +69,16 @@ type Spec struct {
 	ModelPath       string // inside the container, like the reference's /model/
 	ServedModelName string
 	Image           string // container image; "" runs on the host
+	// Runtime is where the processes run: RuntimeHost, RuntimePyxis (the
+	// launcher already runs in the container srun --container-image made)
+	// or RuntimeEnroot (the launcher starts one container per node). The
+	// plan only shows it.
+	Runtime string
+	// ContainerMounts are SRC:DST[:ro] bind mounts into an enroot container.
+	ContainerMounts []string
+	// ImageCache is where an enroot runtime imports registry images, shared
+	// by the nodes and jobs; "" is <CacheDir>/images.
+	ImageCache string
 	// SGLangVersion is the SGLang release in the image: which ports it
 	// uses depends on it (see Port).
 	SGLangVersion string
@@ -179,6 +196,14 @@ func (s Spec) Layout() string {
 // JobLocalDir is LocalDir with %j expanded: the node-local scratch of job
 // jobID.
 func (s Spec) JobLocalDir(jobID string) string { return strings.ReplaceAll(s.LocalDir, "%j", jobID) }
+
+// JobImageCache is the shared directory imported images go to.
+func (s Spec) JobImageCache() string {
+	if s.ImageCache != "" {
+		return s.ImageCache
+	}
+	return path.Join(s.CacheDir, "images")
+}
 
 // JobEtcdDataDir is where the infra node's etcd keeps its data.
 func (s Spec) JobEtcdDataDir(jobID string) string {

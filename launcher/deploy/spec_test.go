@@ -122,7 +122,7 @@ func TestValidate(t *testing.T) {
 		"infra placement":   {func(s *Spec) { s.InfraPlacement = "last" }, 8, []string{`--infra-node "last": want first or dedicated`}},
 		"frontend and precompile on one port": {func(s *Spec) { s.SGLangPort = 8000 }, 8, []string{
 			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (Dynamo frontend HTTP (--http-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))"}},
-		"dedicated infra node keeps 8000 apart": {func(s *Spec) { s.SGLangPort, s.InfraPlacement = 8000, InfraDedicated }, 9, nil},
+		"dedicated infra node keeps 8000 apart":   {func(s *Spec) { s.SGLangPort, s.InfraPlacement = 8000, InfraDedicated }, 9, nil},
 		"no precompile, nobody listens on --port": {func(s *Spec) { s.SGLangPort, s.Precompile = 8000, false }, 8, nil},
 		"two flags of one process": {func(s *Spec) { s.NCCLPort = 30000 }, 8, []string{
 			"port 30000 is used twice on prefill node rank 0 (node 0, infra): by precompile (NCCL init (--nccl-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))",

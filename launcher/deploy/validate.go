@@ -92,6 +92,23 @@ func (s Spec) validateFields(v *validator) {
 	if strings.TrimSpace(s.ServedModelName) == "" {
 		v.addf("--served-model-name is empty")
 	}
+	switch s.Runtime {
+	case "", RuntimeHost, RuntimePyxis:
+	case RuntimeEnroot:
+		if strings.TrimSpace(s.Image) == "" {
+			v.addf("--runtime enroot needs --image (a squashfs file, or a registry image such as nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.8.0)")
+		}
+		if s.ImageCache != "" && !path.IsAbs(s.ImageCache) {
+			v.addf("--image-cache %q: must be an absolute path on storage shared by all nodes", s.ImageCache)
+		}
+	default:
+		v.addf("--runtime %q: want auto, host, pyxis or enroot", s.Runtime)
+	}
+	for _, m := range s.ContainerMounts {
+		if err := checkMount(m); err != nil {
+			v.addf("--container-mount %q: %v", m, err)
+		}
+	}
 	if _, err := parseVersion(s.SGLangVersion); err != nil {
 		v.addf("--sglang-version %q: %v", s.SGLangVersion, err)
 	}
@@ -241,4 +258,22 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("want a size such as 64MB")
 	}
 	return n * mult, nil
+}
+
+// checkMount checks a SRC:DST[:ro] bind mount as enroot will read it: both
+// paths absolute, no white space (enroot splits fstab fields on it).
+func checkMount(m string) error {
+	parts := strings.Split(m, ":")
+	if len(parts) < 2 || len(parts) > 3 || len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw" {
+		return fmt.Errorf("want SRC:DST or SRC:DST:ro")
+	}
+	for _, p := range parts[:2] {
+		if !path.IsAbs(p) {
+			return fmt.Errorf("%q is not an absolute path", p)
+		}
+		if strings.ContainsAny(p, " \t\n") {
+			return fmt.Errorf("%q has white space, which enroot cannot mount", p)
+		}
+	}
+	return nil
 }

@@ -130,7 +130,6 @@ func newCluster(t *testing.T, env ...string) *cluster {
 			Spec: spec,
 			Slurm: &slurm.Env{JobID: c.jobID, StepID: "0", InStep: true, Nodes: c.hosts,
 				NodeIndex: i, Host: c.hosts[i]},
-			Role:           "auto",
 			RendezvousHost: nodeAddr(0),
 			Options: Options{Grace: 3 * time.Second, RendezvousTimeout: 30 * time.Second,
 				InfraTimeout: 30 * time.Second, PrecompileTimeout: time.Minute, HealthTimeout: time.Minute,

@@ -1,6 +1,6 @@
 // Package node runs one node's part of the deployment (`wideep-launch run`):
 // a declared pipeline of phases (plan → address → preflight → rendezvous →
-// routes → infra → precompile → start → serve, then teardown), each a small function
+// container → routes → infra → precompile → start → serve, then teardown), each a small function
 // with its own timeout and timeline entry, run by one loop that handles
 // cancellation, stop reasons and verdicts in one place. Its processes run in
 // a Runtime (the host, the simulation stand-ins, a container).
@@ -60,6 +60,12 @@ type Options struct {
 	HealthLostTimeout time.Duration
 	CanaryInterval    time.Duration
 	CanaryFailures    int
+	// ImageTimeout bounds the runtime's preparation: an image import and
+	// the container's creation.
+	ImageTimeout time.Duration
+	// PassSlurmEnv passes the launcher step's own SLURM_CPU_BIND*,
+	// SLURM_TRES_PER_TASK, ... on to the processes.
+	PassSlurmEnv bool
 	// SkipRoutes skips the check of the connections between nodes on the
 	// workers' planned ports, made before anything starts.
 	SkipRoutes bool
@@ -76,6 +82,7 @@ func DefaultOptions() Options {
 		HealthProgress:    30 * time.Second,
 		StopSettle:        2 * time.Second,
 		PeerTimeout:       rendezvous.DefaultPeerTimeout,
+		ImageTimeout:      60 * time.Minute,
 		HealthInterval:    10 * time.Second,
 		HealthLostTimeout: 60 * time.Second,
 		CanaryFailures:    3,
@@ -87,8 +94,6 @@ func DefaultOptions() Options {
 type NodeRuntime struct {
 	Spec  deploy.Spec
 	Slurm *slurm.Env
-	// Role is "auto" or the role the user asserts this node has.
-	Role string
 	// RendezvousHost is how the nodes reach node 0; "" is its Slurm node
 	// name, which must then resolve on every node.
 	RendezvousHost string
@@ -98,8 +103,10 @@ type NodeRuntime struct {
 	// Options are the timings; a zero field takes DefaultOptions' value.
 	Options Options
 
-	// Runtime runs the processes; nil is the host.
-	Runtime Runtime
+	// Runtime runs the processes; nil is the host. RuntimeReason says why
+	// it was chosen (for the log).
+	Runtime       Runtime
+	RuntimeReason string
 	// Reaper is the program's one reaper of child processes; nil creates
 	// one (then this NodeRuntime must be the only one in the program).
 	Reaper *supervise.Reaper
@@ -137,7 +144,7 @@ func (n *NodeRuntime) defaults() {
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&o.Grace, &d.Grace}, {&o.RendezvousTimeout, &d.RendezvousTimeout}, {&o.InfraTimeout, &d.InfraTimeout},
 		{&o.PrecompileTimeout, &d.PrecompileTimeout}, {&o.HealthTimeout, &d.HealthTimeout},
-		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle}, {&o.PeerTimeout, &d.PeerTimeout},
+		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle}, {&o.PeerTimeout, &d.PeerTimeout}, {&o.ImageTimeout, &d.ImageTimeout},
 		{&o.HealthInterval, &d.HealthInterval}, {&o.HealthLostTimeout, &d.HealthLostTimeout},
 	} {
 		if *f.v == 0 {

@@ -106,16 +106,36 @@ func TestProcesses(t *testing.T) {
 			Env: map[string]string{"ETCD_ENDPOINTS": "http://10.0.0.1:2379", "SGLANG_DG_CACHE_DIR": "/c/dg"}},
 	}
 
-	real := []supervise.ProcSpec{r.procSpec(procs[0]), r.procSpec(procs[1])}
+	base, dropped := r.inherited()
+	assert.Equal(t, []string{"ETCD_ENDPOINTS"}, dropped)
+	real := []supervise.ProcSpec{r.procSpec(procs[0], base), r.procSpec(procs[1], base)}
 	assert.Equal(t, []string{"python3", "-m", "dynamo.sglang", "--node-rank", "1"}, real[1].Argv)
 	assert.Equal(t, []string{"PATH=/usr/bin", "HOME=/root", "ETCD_ENDPOINTS=http://10.0.0.1:2379", "SGLANG_DG_CACHE_DIR=/c/dg"},
 		real[1].Env, "the plan's env replaces inherited values, in a stable order")
 	assert.Equal(t, "logs/42/gpu02.decode.log", real[1].LogPath)
 
 	r.n.Runtime = Simulation{Self: "/opt/bin/wideep-launch"}
-	sim := []supervise.ProcSpec{r.procSpec(procs[0]), r.procSpec(procs[1])}
+	sim := []supervise.ProcSpec{r.procSpec(procs[0], base), r.procSpec(procs[1], base)}
 	assert.Equal(t, []string{"etcd", "--name", "gpu01"}, sim[0].Argv, "etcd stays real in simulation")
 	assert.Equal(t, []string{"/opt/bin/wideep-launch", "sim", "python3", "-m", "dynamo.sglang", "--node-rank", "1"}, sim[1].Argv,
 		"the stand-in gets the real argv")
 	assert.Equal(t, real[1].Env, sim[1].Env, "and the real environment")
+}
+
+func TestInheritedEnvironmentHygiene(t *testing.T) {
+	r := testRun()
+	r.n.Environ = []string{"PATH=/usr/bin", "NATS_SERVER=nats://stale:4222", "MASTER_ADDR=node1", "MASTER_PORT=61234",
+		"RANK=3", "WORLD_SIZE=8", "SLURM_CPU_BIND=quiet,mask_cpu:0x1", "SLURM_CPU_BIND_TYPE=mask_cpu:",
+		"SLURM_TRES_PER_TASK=cpu:4", "SLURM_JOB_ID=42", "WIDEEP_SECRET=s3cret-s3cret-s3cret"}
+	// --no-nats: the plan sets no NATS_SERVER, and none may come through.
+	worker := deploy.Process{Name: "decode", Argv: []string{"python3"}, Env: map[string]string{"ETCD_ENDPOINTS": "http://10.0.0.1:2379"}}
+	base, dropped := r.inherited()
+	assert.ElementsMatch(t, []string{"NATS_SERVER", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "SLURM_CPU_BIND",
+		"SLURM_CPU_BIND_TYPE", "SLURM_TRES_PER_TASK", "WIDEEP_SECRET"}, dropped)
+	assert.Equal(t, []string{"PATH=/usr/bin", "SLURM_JOB_ID=42", "ETCD_ENDPOINTS=http://10.0.0.1:2379"}, r.procSpec(worker, base).Env)
+
+	r.n.Options.PassSlurmEnv = true
+	base, _ = r.inherited()
+	assert.Contains(t, r.procSpec(worker, base).Env, "SLURM_CPU_BIND=quiet,mask_cpu:0x1", "--pass-slurm-env keeps the step's")
+	assert.NotContains(t, r.procSpec(worker, base).Env, "MASTER_ADDR=node1", "but never the PyTorch hook's")
 }

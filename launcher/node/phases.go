@@ -26,11 +26,7 @@ func (r *run) makePlan(context.Context, time.Duration) error {
 	// Every line from here on carries the role.
 	r.log = r.log.With().Str("role", string(me.Role)).Logger()
 	r.log.Info().Int("nodes", len(r.env.Nodes)).Str("nodelist", slurm.Compress(r.env.Nodes)).
-		Str("runtime", r.n.Runtime.Name()).Msg("wideep-launch starting")
-	if r.n.Role != "auto" && deploy.Role(r.n.Role) != me.Role {
-		return &deploy.ConfigError{Err: fmt.Errorf("--role %s, but the plan gives node %d (%s) the role %s (worker %d, node rank %d); "+
-			"use --role auto or fix the layout flags", r.n.Role, r.idx, r.host, me.Role, me.Worker, me.NodeRank)}
-	}
+		Str("runtime", r.n.Runtime.Name()).Str("runtime_from", r.n.RuntimeReason).Msg("wideep-launch starting")
 	return nil
 }
 
@@ -142,11 +138,17 @@ func (r *run) meet(ctx context.Context, limit time.Duration) error {
 	r.me = r.plan.Nodes[r.idx]
 	r.log.Info().Int("worker", r.me.Worker).Int("node_rank", r.me.NodeRank).Str("head", r.me.Head).
 		Str("processes", r.me.ProcessNames()).Msg("plan for this node")
-	if err := r.startSupervisor(); err != nil {
-		return err
-	}
+	return r.startSupervisor()
+}
+
+// prepareRuntime readies the runtime on every node: for a container
+// runtime, the image (node 0 imports it once) and the job's container.
+func (r *run) prepareRuntime(ctx context.Context, limit time.Duration) error {
 	r.prepared = true
-	return r.n.Runtime.Prepare(ctx, Node{Index: r.idx, Host: r.host, JobID: r.env.JobID, Log: r.log, Barrier: r.client.BarrierWith})
+	pctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return r.n.Runtime.Prepare(pctx, Node{Index: r.idx, Host: r.host, JobID: r.env.JobID, Log: r.log,
+		Processes: r.me.Processes, Barrier: r.client.BarrierWith})
 }
 
 // startSupervisor readies the node to run processes: from here on the

@@ -30,6 +30,8 @@ var pipeline = []phase{
 	{name: "preflight", run: (*run).preflight},
 	{name: "rendezvous", run: (*run).meet, meets: true,
 		limit: func(o Options) time.Duration { return o.RendezvousTimeout }},
+	{name: "container", run: (*run).prepareRuntime, meets: true,
+		limit: func(o Options) time.Duration { return o.ImageTimeout }},
 	{name: "routes", run: (*run).checkRoutes, meets: true,
 		limit: func(o Options) time.Duration { return o.RendezvousTimeout }},
 	{name: "infra", run: (*run).startInfra, meets: true,

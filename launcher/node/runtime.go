@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -50,16 +51,24 @@ type Node struct {
 	Host  string
 	JobID string
 	Log   zerolog.Logger
+	// Processes are the node's planned processes, for what the runtime
+	// must check it can run.
+	Processes []deploy.Process
 	// Barrier meets every node; node 0's payload is what every node gets
 	// back (see rendezvous.Client.BarrierWith).
 	Barrier func(ctx context.Context, name, problem string, payload json.RawMessage) (json.RawMessage, error)
 }
 
-// Host runs the planned processes as they are, on the node itself (or inside
-// the container pyxis already put the launcher in).
-type Host struct{}
+// Host runs the planned processes as they are, on the node itself, or
+// inside the container pyxis already put the launcher in (Pyxis set).
+type Host struct{ Pyxis bool }
 
-func (Host) Name() string                                                { return "host" }
+func (h Host) Name() string {
+	if h.Pyxis {
+		return "pyxis"
+	}
+	return "host"
+}
 func (Host) Prepare(context.Context, Node) error                         { return nil }
 func (Host) Command(p deploy.Process, env []string) ([]string, []string) { return p.Argv, env }
 func (Host) Executable(p deploy.Process) string                          { return p.Argv[0] }
@@ -116,12 +125,51 @@ func standIn(p deploy.Process) bool {
 	return p.Name != deploy.ProcEtcd && p.Name != deploy.ProcNATS
 }
 
+// unplanned are variables no process inherits unless the plan sets them:
+// a stale control-plane address (NATS_SERVER with --no-nats makes Dynamo
+// connect to NATS anyway), what the enroot PyTorch hook writes (its
+// MASTER_ADDR is the first *sorted* host, not the worker's head), and the
+// launchers' own secret.
+var unplanned = []string{"ETCD_ENDPOINTS", "NATS_SERVER", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
+	"LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", rendezvous.SecretEnv}
+
+// stepOnly says whether a variable describes the launcher's own Slurm step
+// (its CPU binding, its tasks): inherited by programs that start steps or
+// bind CPUs themselves, they pin a whole worker to the launcher's cores or
+// break a nested srun (srt-slurm#125).
+func stepOnly(name string) bool {
+	for _, p := range []string{"SLURM_CPU_BIND", "SLURM_MEM_BIND", "SLURM_NTASKS"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return name == "SLURM_TRES_PER_TASK" || name == "SLURM_CPUS_PER_TASK"
+}
+
+// inherited is the environment the processes inherit, and what was left
+// out of it (for the log): the plan sets its own variables on each process.
+func (r *run) inherited() (env, dropped []string) {
+	for _, kv := range r.n.Environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(unplanned, k) || stepOnly(k) && !r.n.Options.PassSlurmEnv {
+			dropped = append(dropped, k)
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env, dropped
+}
+
 // processes turns the node's planned processes into what the supervisor
 // starts, grouped by when they start.
 func (r *run) processes(ps []deploy.Process) procSet {
+	base, dropped := r.inherited()
+	if len(dropped) > 0 {
+		r.log.Info().Strs("not_inherited", dropped).Msg("variables the processes do not inherit (the plan sets its own; --pass-slurm-env keeps the step's SLURM_* ones)")
+	}
 	var set procSet
 	for _, p := range ps {
-		spec := r.procSpec(p)
+		spec := r.procSpec(p, base)
 		switch {
 		case p.Name == deploy.ProcEtcd || p.Name == deploy.ProcNATS:
 			set.infra = append(set.infra, spec)
@@ -134,18 +182,15 @@ func (r *run) processes(ps []deploy.Process) procSet {
 	return set
 }
 
-// procSpec is p with the inherited environment under the plan's (the plan
-// wins, in a stable order), as the runtime runs it.
-func (r *run) procSpec(p deploy.Process) supervise.ProcSpec {
-	base := r.n.Environ
+// procSpec is p with the inherited environment base under the plan's (the
+// plan wins, in a stable order), as the runtime runs it.
+func (r *run) procSpec(p deploy.Process, base []string) supervise.ProcSpec {
 	env := make([]string, 0, len(base)+len(p.Env))
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, override := p.Env[k]; override || k == rendezvous.SecretEnv {
-			// The job's secret is the launchers' alone.
-			continue
+		if _, override := p.Env[k]; !override {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
 	keys := make([]string, 0, len(p.Env))
 	for k := range p.Env {

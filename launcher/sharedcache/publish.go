@@ -125,6 +125,38 @@ func RemoveStaging(final string, olderThan time.Duration, now time.Time) ([]stri
 	return removed, errors.Join(errs...)
 }
 
+// RemoveDeadStaging removes the staging files and directories of final
+// whose job is gone (dead says so, for a job id), however recent: a job
+// that was killed cannot be writing them, and the lock it held has been
+// broken. It returns what it removed.
+func RemoveDeadStaging(final string, dead func(jobID string) bool) ([]string, error) {
+	dir, base := filepath.Split(final)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cleaning staging files of %s: %w", final, err)
+	}
+	prefix := "." + base + stagingMark
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		i := strings.LastIndexByte(rest, '-')
+		if !ok || i <= 0 || !dead(rest[:i]) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", path, err))
+			continue
+		}
+		removed = append(removed, path)
+	}
+	return removed, errors.Join(errs...)
+}
+
 // syncPath flushes a file or directory to stable storage, so that what
 // other nodes see after the publish is the whole entry, even after a crash
 // of this node right after the rename.

@@ -169,3 +169,19 @@ func TestRemoveStagingNamesMissingDir(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), final)
 }
+
+func TestRemoveDeadStaging(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "image.sqsh")
+	dead := StagingPath(final, "41", 100)
+	live := StagingPath(final, "42", 200)
+	other := filepath.Join(dir, ".other.sqsh.tmp-41-1")
+	for _, p := range []string{dead, live, other} {
+		require.NoError(t, os.WriteFile(p, []byte("partial"), 0o644))
+	}
+	removed, err := RemoveDeadStaging(final, func(job string) bool { return job == "41" })
+	require.NoError(t, err)
+	assert.Equal(t, []string{dead}, removed, "only the dead job's staging of this entry, however recent")
+	assert.FileExists(t, live)
+	assert.FileExists(t, other)
+}

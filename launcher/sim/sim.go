@@ -41,6 +41,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Environment variables of the stand-ins.
@@ -286,6 +288,8 @@ type Record struct {
 	PID      int               `json:"pid"`
 	Argv     []string          `json:"argv"`
 	Env      map[string]string `json:"env"`
+	// CPUs is how many CPUs the stand-in may run on (its affinity).
+	CPUs int `json:"cpus"`
 
 	NodeRank     int    `json:"node_rank"`
 	NNodes       int    `json:"nnodes"`
@@ -330,6 +334,8 @@ var recordedEnv = []string{
 	"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "CUDA_VISIBLE_DEVICES",
 	"SGLANG_DG_CACHE_DIR", "SGL_DG_CACHE_DIR", "TORCH_DISTRIBUTED_DEFAULT_TIMEOUT",
 	"SLURM_JOB_ID", "SLURM_NODEID", "SLURM_PROCID", "SLURMD_NODENAME",
+	// Recorded so that tests can tell they did not come through.
+	"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "SLURM_CPU_BIND", "SLURM_TRES_PER_TASK", "WIDEEP_SECRET",
 }
 
 func (s *standIn) newRecord(role, module string) *Record {
@@ -347,9 +353,11 @@ func (s *standIn) newRecord(role, module string) *Record {
 		hostname, _ = s.hostname()
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var cpus unix.CPUSet
+	_ = unix.SchedGetaffinity(0, &cpus)
 	return &Record{
 		Role: role, Module: module, Node: names[0], Hostname: hostname, PID: os.Getpid(),
-		Argv: s.argv, Env: env,
+		Argv: s.argv, Env: env, CPUs: cpus.Count(),
 		NNodes: 1, State: "starting", Started: now, Updated: now,
 	}
 }

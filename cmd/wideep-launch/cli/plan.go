@@ -31,7 +31,9 @@ func runPlan(sys System, args []string) error {
 	output := fs.StringP("output", "o", "table", "output format: table or json (env "+EnvName("output")+")")
 	showCommands := fs.Bool("show-commands", false, "after the table, print each node's commands as shell lines (env "+EnvName("show-commands")+")")
 	showPorts := fs.Bool("show-ports", false, "after the table, print every port each kind of node binds or needs free, as the preflight checks them (env "+EnvName("show-ports")+")")
+	var rf runtimeFlags
 	bindSpecFlags(fs, &spec)
+	bindRuntimeFlags(fs, &rf, &spec)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,9 +91,21 @@ func runPlan(sys System, args []string) error {
 	}
 	spec.ResolveGPUs(slurmGPUs)
 
+	if rf.runtime != runtimeAuto {
+		// auto depends on where the job's tasks run, not on this machine.
+		spec.Runtime = rf.runtime
+	}
 	plan, err := deploy.NewPlan(spec, *jobID, hosts, nil)
 	if err != nil {
 		return err
+	}
+	var wrap deploy.Wrapper
+	if spec.Runtime == deploy.RuntimeEnroot {
+		c, err := rf.commands(spec, *jobID)
+		if err != nil {
+			return err
+		}
+		wrap = c
 	}
 	// Render fully before writing, so a failure leaves stdout empty.
 	var out bytes.Buffer
@@ -105,7 +119,7 @@ func runPlan(sys System, args []string) error {
 		}
 		if err == nil && *showCommands {
 			out.WriteByte('\n')
-			err = deploy.WriteCommands(&out, plan)
+			err = deploy.WriteCommands(&out, plan, wrap)
 		}
 	}
 	if err != nil {

@@ -218,3 +218,12 @@ func TestPlanErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestPlanEnrootCommandsGolden(t *testing.T) {
+	code, out, errOut := runCLI(t, nil, "plan", "--nodelist", "gpu[01-02]", "--prefill-nodes-per-worker", "1",
+		"--decode-nodes-per-worker", "1", "--job-id", "1234", "--runtime", "enroot",
+		"--image", "nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.8.0@sha256:"+strings.Repeat("ab", 32),
+		"--container-mount", "/shared/models/DeepSeek-R1:/model:ro", "--show-commands")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "plan-enroot-commands.golden", []byte(out))
+}

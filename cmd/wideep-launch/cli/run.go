@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -28,25 +27,25 @@ as one Slurm step with one task per node:
 
 Every node works out its role, worker and node rank from SLURM_NODEID and
 SLURM_STEP_NODELIST, resolves its address, checks itself (preflight), meets
-the others on node 0 (rendezvous), then: the infra node starts etcd, NATS and
-the Dynamo frontend; every worker node precompiles DeepGEMM kernels; the
-workers start; node 0 waits until the frontend serves the model with every
-prefill and decode worker registered and logs one line
+the others on node 0 (an authenticated rendezvous: WIDEEP_SECRET or
+--secret-file), readies its runtime (--runtime enroot: node 0 imports the
+image once, every node creates the job's container), checks the routes
+between the nodes, then: the infra node starts etcd, NATS and the Dynamo
+frontend; the worker nodes precompile DeepGEMM kernels; the workers start;
+node 0 waits until the frontend serves the model with every prefill and
+decode worker registered and logs one line
   READY http://<address>:8000 model=<name> prefill=N decode=M after <time>
-and writes <log-dir>/<job id>/endpoint.
+writes <log-dir>/<job id>/endpoint, and keeps watching the deployment.
 
-Signals: SIGTERM and SIGINT (scancel, time limit) and SIGUSR1 (sbatch
---signal=USR1@T before the time limit) stop the node: one SIGTERM to every
-process group, wait --grace, then SIGKILL whatever is left (exit 128+N; 0
-after SIGUSR1). SIGHUP, SIGQUIT and SIGUSR2 are forwarded to every process
-group; SIGCONT is ignored. Keep --grace below the cluster's KillWait
-('scontrol show config | grep KillWait', 30 s by default), or Slurm SIGKILLs
-everything first.
-
-When any process of the node exits (non-zero, or any exit of a long-running
-process), the node stops its other processes and exits with that process's
-code (128+N for signal N). Run the step with --kill-on-bad-exit=1 so Slurm
-then stops the other nodes.
+A job is a gang: when a process of any node exits, or a node's launcher
+dies or goes silent, every node stops its processes (one SIGTERM, --grace,
+SIGKILL) and the job ends failed, each log naming the node and why; the
+launcher does this itself, --kill-on-bad-exit is recommended, not needed.
+SIGTERM and SIGINT (scancel, time limit) and SIGUSR1 (sbatch
+--signal=USR1@T before the time limit) stop the node the same way (exit
+128+N; 0 after SIGUSR1). SIGHUP, SIGQUIT and SIGUSR2 are forwarded to every
+process group; SIGCONT is ignored. Keep --grace below the cluster's KillWait
+('scontrol show config | grep KillWait', 30 s by default).
 
 --simulate runs the same plan with stand-ins for SGLang, the Dynamo frontend
 and the DeepGEMM precompile (real etcd and nats-server): rehearse a job
@@ -73,11 +72,14 @@ func runRun(sys System, args []string) error {
 	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
 	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
 	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
+	fs.BoolVar(&opts.PassSlurmEnv, "pass-slurm-env", false, "pass the launcher step's own SLURM_CPU_BIND*, SLURM_TRES_PER_TASK, ... to the processes (env "+EnvName("pass-slurm-env")+")")
 	checkRoutes := fs.Bool("check-routes", true, "before anything starts, test the connections the workers will make between nodes on their planned ports (env "+EnvName("check-routes")+")")
 	secretFile := fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
 	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
 	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
+	var rf runtimeFlags
 	bindSpecFlags(fs, &spec)
+	bindRuntimeFlags(fs, &rf, &spec)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -127,13 +129,22 @@ func runRun(sys System, args []string) error {
 	spec.NodeSource = env.NodeListVar
 	spec.ResolveGPUs(env.GPUsOnNode)
 	opts.SkipRoutes = !*checkRoutes
-	var runtime node.Runtime = node.Host{}
-	if *simulate {
-		self, err := sys.Executable()
-		if err != nil {
-			return fmt.Errorf("finding this executable: %w", err)
-		}
-		runtime = node.Simulation{Self: self}
+	var why string
+	if spec.Runtime, why, err = rf.resolve(sys); err != nil {
+		return err
+	}
+	// The whole plan, checked before anything is written or started: a bad
+	// spec exits 2 with nothing on stdout and no log directory made.
+	plan, err := deploy.NewPlan(spec, env.JobID, env.Nodes, nil)
+	if err != nil {
+		return err
+	}
+	if err := plan.CheckRole(env.NodeIndex, *role); err != nil {
+		return err
+	}
+	runtime, err := rf.build(sys, spec, env.JobID, *simulate)
+	if err != nil {
+		return err
 	}
 
 	// Signals are caught from here on, before anything starts: a SIGTERM
@@ -145,11 +156,11 @@ func runRun(sys System, args []string) error {
 	rt := &node.NodeRuntime{
 		Spec:           spec,
 		Slurm:          env,
-		Role:           *role,
 		RendezvousHost: *rvHost,
 		SecretFile:     *secretFile,
 		Options:        opts,
 		Runtime:        runtime,
+		RuntimeReason:  why,
 		// The program's one reaper of child processes.
 		Reaper:    supervise.NewReaper(),
 		Environ:   sys.Environ(),

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -78,7 +77,10 @@ func TestRunValidation(t *testing.T) {
 // A valid Slurm environment that does not fit the layout fails in the plan
 // phase, the first phase of the node: no address, preflight, rendezvous or
 // process.
-func TestRunPlanPhaseErrors(t *testing.T) {
+// A plan that does not fit the job, or a role the plan contradicts, is
+// refused before anything runs or is written: exit 2, the reason on stderr,
+// nothing on stdout, no log directory.
+func TestRunPlanErrorsBeforeAnything(t *testing.T) {
 	for name, tc := range map[string]struct {
 		env  func(*testing.T) map[string]string
 		args []string
@@ -95,20 +97,14 @@ func TestRunPlanPhaseErrors(t *testing.T) {
 		}, nil, "--role infra, but the plan gives node 3 (node4) the role prefill"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			logDir := t.TempDir()
+			logDir := filepath.Join(t.TempDir(), "logs")
 			args := append([]string{"run", "--log-dir", logDir}, tc.args...)
 			code, out, errOut := runCLI(t, tc.env(t), args...)
 			assert.Equal(t, 2, code)
 			assert.Contains(t, errOut, tc.want)
-			assert.Contains(t, errOut, "NODE FAILED: node 3 (node4)")
 			assert.NotContains(t, errOut, "invalid Slurm environment", "the adjusted environment itself is valid")
-			// The timeline shows how far the node got: the plan phase only.
-			assert.Regexp(t, `^timeline node 3 \(node4\): plan=\S+ total=\S+`, out)
-			assert.NotContains(t, out, "address=")
-			assert.NotContains(t, out, "rendezvous=")
-			log, err := os.ReadFile(filepath.Join(logDir, "2", "node4.launcher.log"))
-			require.NoError(t, err, "the launcher log under --log-dir/<job id>")
-			assert.Contains(t, string(log), `"job":"2","node":3,"host":"node4"`)
+			assert.Empty(t, out, "nothing on stdout")
+			assert.NoDirExists(t, logDir, "nothing written")
 		})
 	}
 }
@@ -129,5 +125,30 @@ func TestRunInconsistentSlurmEnv(t *testing.T) {
 		"SLURM_NTASKS=8 but SLURM_STEP_NODELIST=node[1-7] has 7 nodes",
 	} {
 		assert.Contains(t, errOut, w)
+	}
+}
+
+func TestRunRuntimePyxisOutsideAContainer(t *testing.T) {
+	code, out, errOut := runCLI(t, stepTaskEnv(t), "run", "--runtime", "pyxis", "--log-dir", filepath.Join(t.TempDir(), "logs"))
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--runtime pyxis (or WIDEEP_RUNTIME), but this task is not inside a pyxis container (no pyxis or enroot marker")
+	assert.Empty(t, out)
+}
+
+func TestRunRuntimeEnrootNeedsAGoodImage(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"no image":  {[]string{"--runtime", "enroot"}, "--runtime enroot needs --image"},
+		"bad image": {[]string{"--runtime", "enroot", "--image", "nvcr.io#org/image@sha256:123"}, `--image "nvcr.io#org/image@sha256:123"`},
+		"bad mount": {[]string{"--runtime", "enroot", "--image", "/images/x.sqsh", "--container-mount", "model:/model"}, `--container-mount "model:/model": "model" is not an absolute path`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, stepTaskEnv(t), append([]string{"run", "--log-dir", filepath.Join(t.TempDir(), "logs")}, tc.args...)...)
+			assert.Equal(t, 2, code)
+			assert.Contains(t, errOut, tc.want)
+			assert.Empty(t, out)
+		})
 	}
 }

@@ -16,7 +16,7 @@ func bindSpecFlags(fs *pflag.FlagSet, s *deploy.Spec) {
 
 	str(&s.ModelPath, "model-path", "model directory as the workers see it")
 	str(&s.ServedModelName, "served-model-name", "model name served by the frontend")
-	str(&s.Image, "image", "container image the job runs; it keys the DeepGEMM cache (the container itself comes from srun --container-image)")
+	str(&s.Image, "image", "container image: --runtime enroot imports it (a .sqsh path, or a registry image such as nvcr.io#org/image:tag[@sha256:...]); under pyxis it only keys the DeepGEMM cache")
 	str(&s.SGLangVersion, "sglang-version", "SGLang release in the image: which ports it binds or checks depends on it (plan --show-ports)")
 	num(&s.GPUsPerNode, "gpus-per-node", "GPUs per node (0: SLURM_GPUS_ON_NODE, else 8)")
 

@@ -9,14 +9,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"net"
-	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
-	"syscall"
+	"time"
 )
 
 // Config says what this node is about to use. Empty fields are not
@@ -48,6 +43,18 @@ type Config struct {
 	LookPath func(name string) (string, error)
 	// DevDir is where the NVIDIA device files are; "" means /dev.
 	DevDir string
+
+	// FSTimeout bounds each filesystem check (model path, cache and log
+	// dirs, device dir, executables): a dead NFS mount hangs them forever.
+	// They run at once, so Check returns within about FSTimeout however
+	// many paths hang. 0 means DefaultFSTimeout.
+	FSTimeout time.Duration
+	// FS is the filesystem of the model path, dirs and devices; nil means
+	// HostFS.
+	FS FS
+	// ProcDir is where /proc is, to name the process holding a port in use;
+	// "" means /proc.
+	ProcDir string
 }
 
 var nvidiaDevice = regexp.MustCompile(`^nvidia[0-9]+$`)
@@ -55,22 +62,59 @@ var nvidiaDevice = regexp.MustCompile(`^nvidia[0-9]+$`)
 // Check returns every problem found on this node, each naming the thing
 // and why; none means ready.
 func Check(cfg Config) []string {
-	var problems []string
-	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
+	fsys := cfg.FS
+	if fsys == nil {
+		fsys = HostFS
+	}
+	lookPath := cfg.LookPath
+	if lookPath == nil {
+		lookPath = exec.LookPath
+	}
+	// Every check that touches a filesystem may hang: they all run at once,
+	// under one timeout, then the ports are checked. The problems keep the
+	// order of the checks (the ports come between the dirs and the GPUs).
+	var before, after []probe
 	if cfg.ModelPath != "" {
-		if err := checkReadable(cfg.ModelPath); err != nil {
-			add("model path %s: %v", cfg.ModelPath, err)
-		}
+		before = append(before, errProbe("model path "+cfg.ModelPath, func() error { return checkReadable(fsys, cfg.ModelPath) }))
 	}
 	for _, d := range []struct{ what, path string }{{"cache dir", cfg.CacheDir}, {"log dir", cfg.LogDir}} {
-		if d.path == "" {
-			continue
-		}
-		if err := checkWritableDir(d.path); err != nil {
-			add("%s %s: %v", d.what, d.path, err)
+		if d.path != "" {
+			before = append(before, errProbe(d.what+" "+d.path, func() error { return checkWritableDir(fsys, d.path) }))
 		}
 	}
+	if cfg.GPUs > 0 && !cfg.Simulate {
+		dev := cmp.Or(cfg.DevDir, "/dev")
+		after = append(after, probe{"GPUs: listing " + dev, func() []string { return checkGPUs(fsys, dev, cfg) }})
+	}
+	for _, name := range cfg.Executables {
+		after = append(after, probe{"executable " + name, func() []string { return checkExecutable(lookPath, name) }})
+	}
+	results := runProbes(append(before, after...), cmp.Or(cfg.FSTimeout, DefaultFSTimeout))
+
+	var problems []string
+	for _, r := range results[:len(before)] {
+		problems = append(problems, r...)
+	}
+	problems = append(problems, checkPorts(cfg)...)
+	for _, r := range results[len(before):] {
+		problems = append(problems, r...)
+	}
+	return problems
+}
+
+// errProbe is a probe whose check returns at most one problem, as an error.
+func errProbe(what string, check func() error) probe {
+	return probe{what, func() []string {
+		if err := check(); err != nil {
+			return []string{fmt.Sprintf("%s: %v", what, err)}
+		}
+		return nil
+	}}
+}
+
+func checkPorts(cfg Config) []string {
+	procDir := cmp.Or(cfg.ProcDir, "/proc")
+	var problems []string
 	seen := map[int]bool{}
 	for _, p := range cfg.Ports {
 		if seen[p] {
@@ -78,110 +122,31 @@ func Check(cfg Config) []string {
 		}
 		seen[p] = true
 		if p < 1 || p > 65535 {
-			add("port %d: out of range 1-65535", p)
+			problems = append(problems, fmt.Sprintf("port %d: out of range 1-65535", p))
 			continue
 		}
-		if err := checkPortFree(cfg.BindHost, p); err != nil {
-			add("port %d: %s", p, err)
-		}
-	}
-	if cfg.GPUs > 0 && !cfg.Simulate {
-		problems = append(problems, checkGPUs(cfg)...)
-	}
-	lookPath := cfg.LookPath
-	if lookPath == nil {
-		lookPath = exec.LookPath
-	}
-	for _, name := range cfg.Executables {
-		if _, err := lookPath(name); err != nil {
-			if errors.Is(err, exec.ErrNotFound) {
-				add("executable %s: not found in PATH", name)
-			} else {
-				add("executable %s: %s", name, reason(err))
-			}
+		if err := checkPortFree(cfg.BindHost, p, procDir); err != nil {
+			problems = append(problems, fmt.Sprintf("port %d: %s", p, err))
 		}
 	}
 	return problems
 }
 
-func reason(err error) string {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		// The path is already in the message; keep the cause.
-		err = pe.Err
-	}
+func checkExecutable(lookPath func(string) (string, error), name string) []string {
+	_, err := lookPath(name)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "does not exist"
-	case errors.Is(err, fs.ErrPermission):
-		return "permission denied"
-	}
-	return err.Error()
-}
-
-// checkReadable opens the path as the engine will: a directory must be
-// listable, a file readable.
-func checkReadable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return errors.New(reason(err))
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return errors.New(reason(err))
-	}
-	if st.IsDir() {
-		if _, err := f.Readdirnames(1); err != nil && err != io.EOF {
-			return fmt.Errorf("cannot list: %s", reason(err))
-		}
+	case err == nil:
 		return nil
+	case errors.Is(err, exec.ErrNotFound):
+		return []string{fmt.Sprintf("executable %s: not found in PATH", name)}
+	default:
+		return []string{fmt.Sprintf("executable %s: %s", name, reason(err))}
 	}
-	if _, err := f.Read(make([]byte, 1)); err != nil && err != io.EOF {
-		return fmt.Errorf("cannot read: %s", reason(err))
-	}
-	return nil
 }
 
-// checkWritableDir writes and removes a file: permission bits alone do not
-// tell about read-only mounts, quotas or root squash on shared filesystems.
-func checkWritableDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("cannot create: %s", reason(err))
-	}
-	f, err := os.CreateTemp(dir, ".wideep-preflight-*")
-	if err != nil {
-		return fmt.Errorf("not writable: %s", reason(err))
-	}
-	_, werr := f.Write([]byte("ok\n"))
-	cerr := f.Close()
-	rerr := os.Remove(f.Name())
-	if err := cmp.Or(werr, cerr, rerr); err != nil {
-		return fmt.Errorf("not writable: %s", reason(err))
-	}
-	return nil
-}
-
-func checkPortFree(host string, port int) error {
-	// The processes bind the wildcard address, which conflicts with a listener
-	// on any address.
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return errors.New("already in use on this node")
-		}
-		return err
-	}
-	return ln.Close()
-}
-
-func checkGPUs(cfg Config) []string {
-	dev := cfg.DevDir
-	if dev == "" {
-		dev = "/dev"
-	}
+func checkGPUs(fsys FS, dev string, cfg Config) []string {
 	var problems []string
-	entries, err := os.ReadDir(dev)
+	entries, err := fsys.ReadDir(dev)
 	if err != nil {
 		return []string{fmt.Sprintf("GPUs: listing %s: %s", dev, reason(err))}
 	}

@@ -96,7 +96,7 @@ func TestPreflight(t *testing.T) {
 			cfg: func(f preflightFixture, root string) Config {
 				return Config{Ports: []int{f.freePort, f.busyPort, f.busyPort}}
 			},
-			want: []string{"port BUSY: already in use on this node"},
+			want: []string{"port BUSY: already in use on this node by PID SELF ("},
 		},
 		"port out of range": {
 			cfg: func(f preflightFixture, root string) Config {
@@ -145,7 +145,7 @@ func TestPreflight(t *testing.T) {
 			got := Check(cfg)
 			require.Len(t, got, len(tc.want), "problems: %q", got)
 			for i, w := range tc.want {
-				w = strings.NewReplacer("ROOT", root, "BUSY", fmt.Sprint(f.busyPort)).Replace(w)
+				w = strings.NewReplacer("ROOT", root, "BUSY", fmt.Sprint(f.busyPort), "SELF", fmt.Sprint(os.Getpid())).Replace(w)
 				assert.Contains(t, got[i], w)
 			}
 			for _, d := range []string{cfg.CacheDir, cfg.LogDir} {

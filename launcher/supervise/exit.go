@@ -18,6 +18,10 @@ type Exit struct {
 	Code    int            // exit status; -1 when killed by a signal or when Err is set
 	Signal  syscall.Signal // the signal that killed it; 0 if it exited
 	Err     error          // why it could not be started, or why its status is unknown
+	// OutputDropped counts the lines of its output that did not reach the
+	// Supervisor's Output because that stalled, up to when the exit was
+	// reported (its log file has them all).
+	OutputDropped int
 }
 
 // Critical reports whether this exit should stop the node (fail-fast): any

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // procStat is what supervision needs from /proc/<pid>/stat.
@@ -96,17 +98,50 @@ func taskChildren(pid int) []int {
 // scanChildren snapshots the parent of every process on the node.
 func scanChildren() childLister {
 	byParent := map[int][]int{}
+	for _, st := range scanProcs() {
+		byParent[st.PPid] = append(byParent[st.PPid], st.Pid)
+	}
+	return func(pid int) []int { return byParent[pid] }
+}
+
+// scanProcs reads the stat of every process on the node. Processes that end
+// during the scan may be missing; one that lives through it is not.
+func scanProcs() []procStat {
 	names, _ := readDirNames("/proc/")
+	all := make([]procStat, 0, len(names))
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
 		if st, err := readProcStat(pid); err == nil {
-			byParent[st.PPid] = append(byParent[st.PPid], pid)
+			all = append(all, st)
 		}
 	}
-	return func(pid int) []int { return byParent[pid] }
+	return all
+}
+
+// maxCommand bounds a command line in a log line.
+const maxCommand = 80
+
+// procCommand is the command line of a process, for people: its argv joined
+// with spaces and cut to maxCommand bytes, or its kernel name when the
+// command line is empty (kernel threads, zombies) or unreadable.
+func procCommand(st procStat) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(st.Pid) + "/cmdline")
+	b = bytes.TrimRight(b, "\x00")
+	if err != nil || len(b) == 0 {
+		return st.Comm
+	}
+	cmd := strings.ToValidUTF8(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})), "?")
+	if len(cmd) <= maxCommand {
+		return cmd
+	}
+	cut := maxCommand - len("...")
+	for cut > 0 && !utf8.RuneStart(cmd[cut]) {
+		cut--
+	}
+	return cmd[:cut] + "..."
 }
 
 func readDirNames(dir string) ([]string, error) {

@@ -33,6 +33,9 @@ type Reaper struct {
 	procs map[int]*proc // started and not yet reaped
 	pgrp  int           // the program's own process group
 
+	wakeMu sync.Mutex
+	wake   chan struct{} // closed (and replaced) when a round reaped something
+
 	lifeMu sync.Mutex // guards the fields below
 	users  map[*Supervisor]bool
 	sigs   chan os.Signal
@@ -43,7 +46,16 @@ type Reaper struct {
 
 // NewReaper returns the program's reaper.
 func NewReaper() *Reaper {
-	return &Reaper{procs: map[int]*proc{}, users: map[*Supervisor]bool{}}
+	return &Reaper{procs: map[int]*proc{}, users: map[*Supervisor]bool{}, wake: make(chan struct{})}
+}
+
+// reaped returns a channel that is closed once a round has reaped
+// something: every waiter of every Supervisor wakes. Take it before looking
+// at the state it announces changes of, so that no round is missed.
+func (r *Reaper) reaped() <-chan struct{} {
+	r.wakeMu.Lock()
+	defer r.wakeMu.Unlock()
+	return r.wake
 }
 
 func (r *Reaper) acquire(s *Supervisor) {
@@ -108,6 +120,21 @@ func (r *Reaper) loop(sigs <-chan os.Signal, kick, stop <-chan struct{}, done ch
 	}
 }
 
+// orphansLocked returns the adopted orphans (pid → start time) the fast
+// view sees now. Call it with r.mu held.
+func (r *Reaper) orphansLocked() map[int]uint64 {
+	orphans := map[int]uint64{}
+	for _, pid := range newChildLister()(os.Getpid()) {
+		if _, ok := r.procs[pid]; ok {
+			continue
+		}
+		if st, err := readProcStat(pid); err == nil && st.Pgid != r.pgrp {
+			orphans[pid] = st.Start
+		}
+	}
+	return orphans
+}
+
 type reaped struct {
 	p   *proc
 	ws  syscall.WaitStatus
@@ -163,12 +190,8 @@ func (r *Reaper) round() {
 	for _, e := range ended {
 		e.p.sup.exited(e.p, e.ws, e.err)
 	}
-	r.lifeMu.Lock()
-	for s := range r.users {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
-	r.lifeMu.Unlock()
+	r.wakeMu.Lock()
+	close(r.wake)
+	r.wake = make(chan struct{})
+	r.wakeMu.Unlock()
 }

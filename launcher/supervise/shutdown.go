@@ -2,7 +2,6 @@ package supervise
 
 import (
 	"errors"
-	"os"
 	"slices"
 	"syscall"
 	"time"
@@ -11,8 +10,9 @@ import (
 // Shutdown stops everything and releases the Supervisor: SIGTERM to every
 // process group, up to Grace for the groups to empty, then SIGKILL to every
 // remaining group and to every remaining descendant, including orphans that
-// called setsid (found through BecomeSubreaper), until all are reaped and
-// all output is copied. It returns the exits not received from Exits (those
+// called setsid (found through BecomeSubreaper), until all are reaped (as a
+// full scan of /proc confirms: see sweep.go) and all output is copied (and
+// written to Output, for at most outputFlushTimeout). It returns the exits not received from Exits (those
 // of the processes it stopped, mostly), in order. It is safe to call more
 // than once and concurrently: every call waits for the end and returns the
 // same exits. Start fails afterwards.
@@ -32,8 +32,8 @@ func (s *Supervisor) shutdown(reason string) {
 	<-s.pumpDone
 
 	groups := s.terminate(reason)
-	graceful := s.waitTree(time.Now().Add(s.grace()), func(tree []procStat) bool {
-		for _, st := range tree {
+	graceful := s.waitTree(time.Now().Add(s.grace()), func() bool {
+		for _, st := range s.tree() {
 			if groups[st.Pgid] && !st.zombie() {
 				return false
 			}
@@ -48,6 +48,12 @@ func (s *Supervisor) shutdown(reason string) {
 		s.abandon()
 	}
 	s.drainOutputs()
+	if s.outQ != nil {
+		if n := s.outQ.close(outputFlushTimeout); n > 0 {
+			s.Log.Warn().Int("bytes", n).Dur("waited", outputFlushTimeout).
+				Msg("output not written (stdout stalled); the log files have every line")
+		}
+	}
 	s.finishing.Wait()
 
 	close(s.startReq)
@@ -84,49 +90,69 @@ func (s *Supervisor) terminate(reason string) map[int]bool {
 
 // killAll SIGKILLs every group and every process of the tree until nothing
 // is left, not even a zombie, and reports whether that happened within
-// killTimeout.
+// killTimeout. Only the exact view (leftovers) may end it.
 func (s *Supervisor) killAll() bool {
-	killed := map[int]bool{}
-	return s.waitTree(time.Now().Add(killTimeout), func(tree []procStat) bool {
-		liveGroups := map[int]bool{}
+	logged := map[int]bool{}
+	kill := func(tree []procStat) {
 		for _, st := range tree {
-			if !st.zombie() {
-				liveGroups[st.Pgid] = true
-			}
-		}
-		running := 0
-		s.Reaper.mu.Lock()
-		for pid, p := range s.Reaper.procs {
-			if p.sup == s {
-				running++
-				if liveGroups[pid] {
-					// Also reaches members forked since tree was read.
-					s.signalGroup(p, syscall.SIGKILL)
-				}
-			}
-		}
-		s.Reaper.mu.Unlock()
-		for _, st := range tree {
-			if !st.zombie() && !killed[st.Pid] {
-				killed[st.Pid] = true
+			if !st.zombie() && !logged[st.Pid] {
+				logged[st.Pid] = true
 				s.Log.Warn().Int("pid", st.Pid).Str("command", st.Comm).Int("pgid", st.Pgid).Int("sid", st.Sid).Msg("killing leftover process")
 			}
 			// Zombies too: a leader shows Z while its other threads still
 			// run (it called pthread_exit, or its exit is under way).
 			s.signal(st.Pid, syscall.SIGKILL)
 		}
-		// Done when nothing is left (zombies are reaped by us or by their
-		// dying parent), and every exit of ours is counted in finishing,
-		// which running == 0 under s.Reaper.mu guarantees.
-		return len(tree) == 0 && running == 0
+	}
+	return s.waitTree(time.Now().Add(s.killTimeout()), func() bool {
+		tree := s.tree()
+		running := s.killGroups(tree)
+		kill(tree)
+		if len(tree) > 0 || running > 0 {
+			return false
+		}
+		// The fast view found nothing; it may have missed a process being
+		// re-parented to us. Done when the exact view finds nothing either
+		// and every exit of ours is counted in finishing, which running == 0
+		// under s.Reaper.mu guarantees.
+		left, running := s.leftovers(s.owns)
+		kill(left)
+		return len(left) == 0 && running == 0
 	})
 }
+
+// killGroups SIGKILLs the group of every running process of s that still
+// has a live member in tree (which also reaches members forked since tree
+// was read), and returns how many of its processes are not yet reaped.
+func (s *Supervisor) killGroups(tree []procStat) (running int) {
+	liveGroups := map[int]bool{}
+	for _, st := range tree {
+		if !st.zombie() {
+			liveGroups[st.Pgid] = true
+		}
+	}
+	s.Reaper.mu.Lock()
+	defer s.Reaper.mu.Unlock()
+	for pid, p := range s.Reaper.procs {
+		if p.sup == s {
+			running++
+			if liveGroups[pid] {
+				s.signalGroup(p, syscall.SIGKILL)
+			}
+		}
+	}
+	return running
+}
+
+// errSurvivedKill is the Exit.Err of a process given up on after SIGKILL.
+var errSurvivedKill = errors.New("survived SIGKILL")
 
 // abandon gives up on processes that survived SIGKILL (stuck in the kernel,
 // state D; Slurm drains such nodes) and reports them as ended.
 func (s *Supervisor) abandon() {
 	var left []int
-	for _, st := range s.tree() {
+	tree, _ := s.leftovers(s.owns)
+	for _, st := range tree {
 		left = append(left, st.Pid)
 	}
 	s.Log.Error().Ints("pids", left).Msg("processes survived SIGKILL (stuck in the kernel?); giving up on them")
@@ -141,7 +167,7 @@ func (s *Supervisor) abandon() {
 	}
 	s.Reaper.mu.Unlock()
 	for _, p := range lost {
-		s.exited(p, 0, errors.New("survived SIGKILL"))
+		s.exited(p, 0, errSurvivedKill)
 	}
 }
 
@@ -168,58 +194,4 @@ func (s *Supervisor) drainOutputs() {
 	for _, p := range outputs {
 		<-p.outputDone
 	}
-}
-
-// waitTree re-checks done with the current tree until it holds or deadline
-// passes.
-func (s *Supervisor) waitTree(deadline time.Time, done func([]procStat) bool) bool {
-	tick := time.NewTicker(treePollInterval)
-	defer tick.Stop()
-	limit := time.NewTimer(time.Until(deadline))
-	defer limit.Stop()
-	for {
-		if done(s.tree()) {
-			return true
-		}
-		s.Reaper.poke()
-		select {
-		case <-s.wake:
-		case <-tick.C:
-		case <-limit.C:
-			return done(s.tree())
-		}
-	}
-}
-
-// tree lists the processes this Supervisor answers for: its running
-// processes with their descendants, and adopted orphans (children of this
-// process in another process group that no other Supervisor started) with
-// theirs. Orphans cannot be traced to the Supervisor whose process left
-// them, so with several Supervisors each Shutdown takes all of them.
-func (s *Supervisor) tree() []procStat {
-	self := os.Getpid()
-	children := newChildLister()
-	s.Reaper.mu.Lock()
-	owner := make(map[int]*Supervisor, len(s.Reaper.procs))
-	for pid, p := range s.Reaper.procs {
-		owner[pid] = p.sup
-	}
-	pgrp := s.Reaper.pgrp
-	s.Reaper.mu.Unlock()
-	var tree []procStat
-	for _, pid := range children(self) {
-		if o, ok := owner[pid]; ok && o != s {
-			continue
-		}
-		st, err := readProcStat(pid)
-		if err != nil {
-			continue
-		}
-		if _, ok := owner[pid]; !ok && st.Pgid == pgrp {
-			continue // another part of the program started it
-		}
-		tree = append(tree, st)
-		tree = descendants(tree, pid, children)
-	}
-	return tree
 }

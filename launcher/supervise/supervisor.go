@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,12 +36,13 @@ const (
 	// descendant that inherited the pipe (a daemon) keeps it open, and then
 	// the exit is reported anyway and the copy goes on until Shutdown.
 	outputDrainTimeout = 250 * time.Millisecond
-	// killTimeout bounds the SIGKILL phase of Shutdown: only a process stuck
-	// in the kernel (state D) survives SIGKILL, and Slurm drains such nodes.
-	killTimeout = 10 * time.Second
-	// treePollInterval paces Shutdown's re-checks of the process tree. Deaths
-	// of our own children wake it at once; this catches deaths deeper down,
-	// which the kernel reports to their parent, not to us.
+	// defaultKillTimeout bounds each wait after SIGKILL (Shutdown's, and
+	// RunOneshot's): only a process stuck in the kernel (state D) survives
+	// SIGKILL, and Slurm drains such nodes.
+	defaultKillTimeout = 10 * time.Second
+	// treePollInterval paces the re-checks of the process tree. Deaths of our
+	// own children wake them at once; this catches deaths deeper down, which
+	// the kernel reports to their parent, not to us.
 	treePollInterval = 10 * time.Millisecond
 )
 
@@ -69,6 +71,9 @@ type ProcSpec struct {
 // stays locked to its OS thread, because the signal fires when the forking
 // thread exits), stdin from /dev/null, and stdout+stderr copied to its log
 // file and, line by line with a "[<Prefix> <name>] " prefix, to Output.
+// Output is written by one goroutine from a bounded queue: a stalled Output
+// costs lines there (counted, and said so in Output), never the process's
+// progress, and never the log file's completeness (see copyOutput).
 // Pdeathsig reaches only the direct children; if the launcher is SIGKILLed,
 // their descendants are left to Slurm's cgroup.
 //
@@ -82,15 +87,16 @@ type ProcSpec struct {
 // at Shutdown, killed.
 //
 // Exits are reported in the order the processes ended, each after its output
-// has been copied (or after outputDrainTimeout if a descendant keeps the
-// output open; the copy then goes on until Shutdown). Fail-fast is the caller's policy: stop the node on an exit
-// for which Exit.Critical is true (see SuperviseOne for the pattern).
+// has been copied and written to Output (or after outputDrainTimeout if a
+// descendant keeps the output open, or Output is stalled; the copy then goes
+// on until Shutdown). Fail-fast is the caller's policy: stop the node on an
+// exit for which Exit.Critical is true (see SuperviseOne for the pattern).
 //
 // The zero value is ready to use once the exported fields are set; Shutdown
 // must be called to release it. Methods are safe for concurrent use.
 type Supervisor struct {
 	Log    zerolog.Logger
-	Output io.Writer     // prefixed copy of every process's output; nil discards it
+	Output io.Writer     // prefixed copy of every process's output (lines may be dropped, see above); nil discards it
 	Prefix string        // first word of the prefix, e.g. the host name
 	Grace  time.Duration // SIGTERM → SIGKILL delay of Shutdown and RunOneshot; 0 means DefaultGrace
 	// Reaper is the program's one Reaper, shared by all its Supervisors.
@@ -98,6 +104,8 @@ type Supervisor struct {
 
 	// kill sends signals; tests record through it. nil means syscall.Kill.
 	kill func(pid int, sig syscall.Signal) error
+	// killWait overrides defaultKillTimeout (tests).
+	killWait time.Duration
 
 	initOnce sync.Once
 	startReq chan startRequest // served by the locked starter goroutine
@@ -113,8 +121,7 @@ type Supervisor struct {
 	exits              chan Exit
 	stopPump, pumpDone chan struct{}
 	finishing          sync.WaitGroup // reaped exits on their way to report
-	wake               chan struct{}  // cap 1: the reaper reaped something
-	outMu              sync.Mutex     // one line at a time to Output
+	outQ               *outQueue      // lines on their way to Output; nil if Output is nil
 
 	shutdownOnce sync.Once
 	stopped      []Exit
@@ -127,8 +134,14 @@ type proc struct {
 	oneshot    bool
 	pid        int // also its process group id
 	out        *os.File
-	outputDone chan struct{}
-	waiter     chan Exit // RunOneshot's process: its exit goes here, not to Exits
+	outputDone chan struct{}   // closed when the copy of its output has ended
+	flushed    <-chan struct{} // set before outputDone: closed once its lines reached Output
+	dropped    atomic.Int64    // lines of its output dropped for Output (stdout stalled)
+	waiter     chan Exit       // RunOneshot's process: its exit goes here, not to Exits
+	// For RunOneshot's hand-over: when it started (clock ticks after boot,
+	// as in /proc/<pid>/stat), and the orphans we had already then.
+	start  uint64
+	before map[int]uint64
 }
 
 type startRequest struct {
@@ -149,9 +162,13 @@ func (s *Supervisor) init() {
 		s.exits = make(chan Exit)
 		s.stopPump = make(chan struct{})
 		s.pumpDone = make(chan struct{})
-		s.wake = make(chan struct{}, 1)
 		s.lastReported = make(chan struct{})
 		close(s.lastReported)
+		if s.Output != nil {
+			s.outQ = newOutQueue(s.Output, outputQueueBytes, func(err error) {
+				s.Log.Error().Err(err).Msg("writing to the output failed; the log files have every line")
+			})
+		}
 		s.Reaper.acquire(s)
 		go s.pump()
 		go s.starter()
@@ -163,6 +180,13 @@ func (s *Supervisor) grace() time.Duration {
 		return s.Grace
 	}
 	return DefaultGrace
+}
+
+func (s *Supervisor) killTimeout() time.Duration {
+	if s.killWait > 0 {
+		return s.killWait
+	}
+	return defaultKillTimeout
 }
 
 func (s *Supervisor) signal(pid int, sig syscall.Signal) error {
@@ -181,12 +205,21 @@ func (s *Supervisor) starter() {
 	// thread, which is what Pdeathsig needs if a child somehow survived.
 	for req := range s.startReq {
 		s.Reaper.mu.Lock()
+		if req.p.waiter != nil {
+			req.p.before = s.Reaper.orphansLocked()
+		}
 		pid, err := syscall.ForkExec(req.path, req.argv, req.attr)
 		if err == nil {
 			// Registered before the reaper can look again, so the exit is
 			// never mistaken for an orphan's.
 			req.p.pid = pid
 			s.Reaper.procs[pid] = req.p
+			if req.p.waiter != nil {
+				// Not reaped yet (we hold the reaper), so this is our child.
+				if st, err := readProcStat(pid); err == nil {
+					req.p.start = st.Start
+				}
+			}
 		}
 		s.Reaper.mu.Unlock()
 		req.reply <- err
@@ -281,7 +314,7 @@ func (s *Supervisor) start(spec ProcSpec, waiter chan Exit) (*proc, error) {
 	s.mu.Lock()
 	s.outputs = append(s.outputs, p)
 	s.mu.Unlock()
-	go s.copyOutput(p, logFile)
+	go s.copyOutput(p, logFile, spec.LogPath)
 	s.Log.Info().Str("process", p.name).Int("pid", p.pid).Strs("argv", spec.Argv).Msg("process started")
 	return p, nil
 }
@@ -308,10 +341,16 @@ func (s *Supervisor) exited(p *proc, ws syscall.WaitStatus, statusErr error) {
 		t := time.NewTimer(outputDrainTimeout)
 		select {
 		case <-p.outputDone:
+			select {
+			case <-p.flushed:
+			case <-t.C:
+				s.Log.Debug().Str("process", p.name).Msg("output not all written after exit (stdout stalled)")
+			}
 		case <-t.C:
 			s.Log.Debug().Str("process", p.name).Msg("output still open after exit (a descendant holds it)")
 		}
 		t.Stop()
+		e.OutputDropped = int(p.dropped.Load())
 		<-prev
 		s.mu.Lock()
 		closing := s.closing

@@ -42,6 +42,35 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "(release: last node holding the address table after node 0 saw the last arrival; target <= 50 ms)"
 
+# DeepGEMM, rank 0 leads: time from sbatch to READY with a cold cache (the
+# simulated compile takes 20 s, as WIDEEP_SIM_PRECOMPILE_DELAY) and then with
+# the warm cache the first job left (the same layout: nothing to compile), and
+# how many compile processes each ran (the stand-ins' records).
+# ready_after WORK RECORDS [VAR=value...]: submit, wait for READY, print the
+# seconds and the number of precompile records, scancel, wait for the exit.
+ready_after() {
+  local work=$1 rec=$2; shift 2
+  mkdir -p "$rec"
+  local t0 job t1 n
+  t0=$(date +%s.%N)
+  job=$(env "$@" LAUNCHER="$BIN" WIDEEP_SIM_WORK="$work" WIDEEP_SIM_RECORD_DIR="$rec" WIDEEP_GRACE=3s \
+    WIDEEP_LOG_FORMAT=json sbatch --parsable -N 8 "$ROOT/examples/wideep-sim.sbatch")
+  for _ in $(seq 1 2400); do [ -s "$work/logs/$job/endpoint" ] && break; sleep 0.05; done
+  [ -s "$work/logs/$job/endpoint" ] || { echo "job $job: no READY" >&2; tail -30 "$WORK/wideep-sim-$job.out" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  n=$(find "$rec" -name '*.precompile.json' | wc -l)
+  scancel "$job"
+  for _ in $(seq 1 600); do squeue -h -j "$job" | grep -q . || break; sleep 0.05; done
+  awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN{printf "%.2f %d", b-a, n}'
+}
+printf '\n%-6s %16s %10s %16s %10s\n' round "cold READY (s)" compiles "warm READY (s)" compiles
+for r in $(seq 1 "$ROUNDS"); do
+  read -r cs cn <<< "$(ready_after "$WORK/dg$r" "$WORK/dg$r/rec-cold" WIDEEP_SIM_PRECOMPILE_DELAY=20s)"
+  read -r ws wn <<< "$(ready_after "$WORK/dg$r" "$WORK/dg$r/rec-warm" WIDEEP_SIM_PRECOMPILE_DELAY=20s)"
+  printf '%-6s %16s %10s %16s %10s\n' "$r" "$cs" "$cn" "$ws" "$wn"
+done
+echo "(8 nodes, 1P×4 + 1D×4: cold = one compile per layout on all 8 nodes; warm = zero compiles)"
+
 # A job is a gang: a worker fails 2 s after READY, in a batch script without
 # --kill-on-bad-exit; the time from the failing worker's exit (its node's
 # "process exited" line) to the last launcher's exit line, the grace aside

@@ -1,9 +1,14 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/wideep/wideep-launch/launcher/argspec"
 )
 
 // argEdit is one parsed --prefill-arg/--decode-arg entry.
@@ -132,21 +137,67 @@ func defaultArgs(role Role) []arg {
 	}
 }
 
-// dynamoOnlyFlags are dynamo.sglang's own flags (Dynamo's SGLang reference
-// guide and runtime args), which sglang.compile_deep_gemm would reject.
-var dynamoOnlyFlags = map[string]bool{
-	"--endpoint": true, "--use-sglang-tokenizer": true, "--custom-jinja-template": true,
-	"--embedding-worker": true, "--multimodal-processor": true, "--multimodal-encode-worker": true,
-	"--multimodal-worker": true, "--image-diffusion-worker": true, "--video-generation-worker": true,
-	"--disagg-config": true, "--disagg-config-key": true, "--migration-limit": true,
-	"--namespace": true, "--discovery-backend": true, "--request-plane": true,
-	"--response-plane": true, "--event-plane": true, "--store-kv": true,
+// The real grammars of dynamo.sglang and compile_deep_gemm at the SGLang
+// release argspec was read from (see launcher/argspec).
+var (
+	dynamoGrammar  = sync.OnceValue(argspec.DynamoSGLang)
+	compileGrammar = sync.OnceValue(argspec.CompileDeepGEMM)
+)
+
+// forPrecompile says whether a worker flag goes to compile_deep_gemm too,
+// which takes SGLang's server flags only. What compile_deep_gemm accepts is
+// kept; with an SGLang release other than argspec's, a flag neither grammar
+// knows is kept too (a newer SGLang flag), and only what Dynamo takes for
+// itself (with its --no- negations) is left out.
+func (s Spec) forPrecompile(flag string) bool {
+	if _, ok := compileGrammar().Lookup(flag); ok {
+		return true
+	}
+	if s.SGLangVersion == argspec.SGLangVersion {
+		return false
+	}
+	_, dynamo := dynamoGrammar().Lookup(flag)
+	return !dynamo
 }
 
-func isDynamoOnly(flag string) bool {
-	return dynamoOnlyFlags[flag] || strings.HasPrefix(flag, "--dyn-")
+// checkWorkerArgs parses a role's whole worker argument list as
+// dynamo.sglang would, when the image's SGLang is argspec's release: an
+// unknown flag, a missing value or a bad choice fails here, before any
+// node starts, instead of on every node. Abbreviations, which argparse
+// accepts, are refused: in another release one can mean another flag.
+func (s Spec) checkWorkerArgs(v *validator, r roleSpec) {
+	if s.SGLangVersion != argspec.SGLangVersion {
+		return
+	}
+	tokens, rank, addr := flatten(nil, s.roleArgs(r))
+	// The per-node values, as node rank 0 has them.
+	if rank >= 0 && rank < len(tokens) {
+		tokens[rank] = "0"
+	}
+	if addr >= 0 && addr < len(tokens) {
+		tokens[addr] = "head:" + strconv.Itoa(s.DistInitPort)
+	}
+	args, err := dynamoGrammar().Parse(tokens)
+	if err != nil {
+		var pe *argspec.Error
+		msg := err.Error()
+		if errors.As(err, &pe) {
+			msg = pe.Msg
+		}
+		v.addf("%s: python3 -m dynamo.sglang (SGLang %s) would refuse the worker's arguments: %s "+
+			"(if the image has another SGLang, say which with --sglang-version)", r.flag("arg"), s.SGLangVersion, msg)
+		return
+	}
+	for _, a := range args {
+		written, _, _ := strings.Cut(a.Tokens[0], "=")
+		if written != a.Option {
+			v.addf("%s: %s abbreviates %s: write it in full (an abbreviation can mean another flag in another release)",
+				r.flag("arg"), written, a.Option)
+		}
+	}
 }
 
+// flatten turns args into an argv after prefix, and returns the indexes of
 // the --node-rank and --dist-init-addr values (the only per-node ones).
 func flatten(prefix []string, args []arg) (argv []string, rank, addr int) {
 	argv = slices.Clone(prefix)
@@ -167,5 +218,3 @@ func flatten(prefix []string, args []arg) (argv []string, rank, addr int) {
 	}
 	return argv, rank, addr
 }
-
-// cacheKey names a role's DeepGEMM cache: kernels depend on the layout, the

@@ -1,13 +1,13 @@
 package deploy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/wideep/wideep-launch/launcher/dgcache"
 )
 
 // Plan is the whole deployment mapped onto a node list: every node's role,
@@ -34,6 +34,11 @@ type Plan struct {
 	// Rendezvous is where the launchers meet: node 0, RendezvousPort.
 	Rendezvous     string `json:"rendezvous"`
 	RendezvousPort int    `json:"rendezvous_port"`
+	// DeepGEMM is the plan's kernel sets, prefill's first; Precompile the
+	// --precompile mode and DGCacheMode where the workers read kernels from.
+	DeepGEMM    []KernelSet `json:"deepgemm"`
+	Precompile  string      `json:"precompile"`
+	DGCacheMode string      `json:"dg_cache_mode"`
 }
 
 // NodePlan is one node of the plan.
@@ -59,7 +64,8 @@ type Process struct {
 	// Env is what the launcher adds to the inherited environment.
 	Env map[string]string `json:"env"`
 	// Oneshot processes run to completion before the processes after them
-	// start (the DeepGEMM precompile).
+	// start (the DeepGEMM precompile, which runs only when node 0 finds its
+	// kernel set missing from the cache).
 	Oneshot bool `json:"oneshot,omitempty"`
 	// Ports the process binds, or needs free, on its node: the preflight
 	// checks exactly these.
@@ -77,7 +83,7 @@ type WorkerPlan struct {
 	DistInitAddr string `json:"dist_init_addr"`
 	TPSize       int    `json:"tp_size"`
 	DPSize       int    `json:"dp_size"`
-	CacheDir     string `json:"deepgemm_cache_dir"` // SGLANG_DG_CACHE_DIR of its processes
+	KernelSet    string `json:"kernel_set"` // its DeepGEMM kernels: KernelSet.Name
 }
 
 // Process names.
@@ -137,7 +143,7 @@ type roleTemplate struct {
 	worker, precompile []string // full argv with the per-node values blank
 	wRank, wAddr       int      // argv indexes of the --node-rank and --dist-init-addr values
 	pRank, pAddr       int
-	cacheDir           string
+	kernels            KernelSet   // Entry, Key, Inputs; the compiler's nodes are filled in by build
 	env                [][2]string // the role's extra environment, in order
 	head, rest         struct{ worker, precompile []Port }
 }
@@ -185,42 +191,20 @@ func (s Spec) roleTemplate(r roleSpec) roleTemplate {
 	args := s.roleArgs(r)
 	t := roleTemplate{role: r.role, workers: r.workers, nodes: r.nodes, tp: tp, dp: dp}
 	t.worker, t.wRank, t.wAddr = flatten([]string{"python3", "-m", "dynamo.sglang"}, args)
-	sglangArgs := slices.DeleteFunc(slices.Clone(args), func(a arg) bool { return isDynamoOnly(a.flag) })
+	sglangArgs := slices.DeleteFunc(slices.Clone(args), func(a arg) bool { return !s.forPrecompile(a.flag) })
 	t.precompile, t.pRank, t.pAddr = flatten([]string{"python3", "-m", "sglang.compile_deep_gemm"}, sglangArgs)
-	t.cacheDir = path.Join(s.CacheDir, "deepgemm", s.cacheKey(t))
 	for _, e := range r.env {
 		k, val, _ := strings.Cut(e, "=")
 		t.env = append(t.env, [2]string{k, val})
 	}
+	in := s.kernelKeyInputs(&t, t.precompile[3:])
+	t.kernels = KernelSet{Role: r.role, Key: dgcache.Key(in), Inputs: in.Describe(), Workers: r.workers}
+	t.kernels.Entry = path.Join(s.DGCacheRoot(), t.kernels.Name())
+	t.precompile = append(t.precompile, s.timeoutArg()...)
 
 	t.head.worker, t.head.precompile = s.rolePorts(r, true)
 	t.rest.worker, t.rest.precompile = s.rolePorts(r, false)
 	return t
-}
-
-// flatten turns args into an argv after prefix, and returns the indexes of
-// SGLang args and the image (DeepGEMM/SGLang versions), not on the node,
-// the head or the ports.
-func (s Spec) cacheKey(t roleTemplate) string {
-	h := sha256.New()
-	h.Write([]byte(s.Image))
-	skipping := false
-	for _, a := range t.precompile[3:] {
-		if strings.HasPrefix(a, "--") {
-			flag, _, _ := strings.Cut(a, "=")
-			skipping = cacheKeyIgnores[flag]
-		}
-		if !skipping {
-			h.Write([]byte{0})
-			h.Write([]byte(a))
-		}
-	}
-	return fmt.Sprintf("%s-tp%d-dp%d-%s", t.role, t.tp, t.dp, hex.EncodeToString(h.Sum(nil))[:8])
-}
-
-var cacheKeyIgnores = map[string]bool{
-	"--node-rank": true, "--dist-init-addr": true, "--host": true, "--port": true, "--nccl-port": true,
-	"--disaggregation-bootstrap-port": true,
 }
 
 type planBuilder struct {
@@ -286,12 +270,14 @@ func (b *planBuilder) build() *Plan {
 		Frontend:      fmt.Sprintf("http://%s:%d", b.name(b.infra), s.HTTPPort),
 		EtcdEndpoints: b.etcd,
 		NATSServer:    b.nats,
+		Precompile:    s.Precompile,
+		DGCacheMode:   s.DGCacheMode,
 	}
 
 	// One backing array for every node's argv: two allocations instead of
 	// two per node, which is most of the plan's cost at thousands of nodes.
 	perNode := len(b.tmpl[0].worker) + len(b.tmpl[1].worker)
-	if s.Precompile {
+	if s.PlansPrecompile() { // a bound: only the first worker of a role compiles
 		perNode += len(b.tmpl[0].precompile) + len(b.tmpl[1].precompile)
 	}
 	slab := make([]string, 0, perNode*len(b.hosts)/2+perNode)
@@ -307,12 +293,19 @@ func (b *planBuilder) build() *Plan {
 	idx := 0
 	for ti := range b.tmpl {
 		t := &b.tmpl[ti]
+		set := t.kernels
 		for w := 0; w < t.workers; w++ {
 			headIdx := idx
 			head := b.name(headIdx)
 			distInit := head + ":" + strconv.Itoa(s.DistInitPort)
 			wp := WorkerPlan{Role: t.role, Index: w, Nodes: make([]int, t.nodes), Head: head,
-				DistInitAddr: distInit, TPSize: t.tp, DPSize: t.dp, CacheDir: t.cacheDir}
+				DistInitAddr: distInit, TPSize: t.tp, DPSize: t.dp, KernelSet: set.Name()}
+			// The first worker of the layout compiles on a miss; the others
+			// have no precompile process at all.
+			compiles := w == 0 && s.PlansPrecompile()
+			if compiles {
+				set.Compiler, set.CompilerNodes = w, wp.Nodes
+			}
 			for r := 0; r < t.nodes; r++ {
 				wp.Nodes[r] = idx
 				n := &p.Nodes[idx]
@@ -322,7 +315,7 @@ func (b *planBuilder) build() *Plan {
 					n.Addr = b.addrs[idx]
 				}
 				nproc := 1
-				if s.Precompile {
+				if compiles {
 					nproc++
 				}
 				if n.Infra {
@@ -332,15 +325,19 @@ func (b *planBuilder) build() *Plan {
 				if n.Infra {
 					n.Processes = b.infraProcesses(n.Processes)
 				}
-				env := b.workerEnv(t, idx)
+				env := b.workerEnv(t, idx, s.DGDir(b.jobID, b.hosts[idx], set.Name()))
 				ports := t.rest
 				if r == 0 {
 					ports = t.head
 				}
-				if s.Precompile {
+				if compiles {
 					argv := clone(t.precompile)
 					argv[t.pRank], argv[t.pAddr] = b.rankStrs[r], distInit
-					n.Processes = append(n.Processes, Process{Name: ProcPrecompile, Argv: argv, Env: env,
+					penv := env
+					if dir := s.CompileDir(b.jobID, b.hosts[idx], set.Name()); dir != env[EnvDGCacheDir] {
+						penv = b.workerEnv(t, idx, dir)
+					}
+					n.Processes = append(n.Processes, Process{Name: ProcPrecompile, Argv: argv, Env: penv,
 						Oneshot: true, Ports: ports.precompile})
 				}
 				argv := clone(t.worker)
@@ -349,6 +346,9 @@ func (b *planBuilder) build() *Plan {
 				idx++
 			}
 			p.Workers = append(p.Workers, wp)
+		}
+		if t.workers > 0 {
+			p.DeepGEMM = append(p.DeepGEMM, set)
 		}
 	}
 	if s.InfraPlacement == InfraDedicated {
@@ -428,11 +428,12 @@ func (b *planBuilder) controlPlaneEnv(env map[string]string, node int) {
 	}
 }
 
-func (b *planBuilder) workerEnv(t *roleTemplate, node int) map[string]string {
-	env := make(map[string]string, 7+len(t.env))
+func (b *planBuilder) workerEnv(t *roleTemplate, node int, dgDir string) map[string]string {
+	env := make(map[string]string, 8+len(t.env))
 	b.controlPlaneEnv(env, node)
-	// Even without the precompile: kernels an earlier job compiled are reused.
-	env["SGLANG_DG_CACHE_DIR"] = t.cacheDir
+	// Both names: images before SGLang 0.5.4 read only the old one.
+	env[EnvDGCacheDir] = dgDir
+	env[EnvDGCacheDirOld] = dgDir
 	for _, kv := range t.env {
 		env[kv[0]] = kv[1]
 	}

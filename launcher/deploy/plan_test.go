@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wideep/wideep-launch/launcher/argspec"
 )
 
 // gpuHosts is gpu01..gpuNN, what slurm.Expand("gpu[01-NN]") gives; built by
@@ -161,14 +163,20 @@ func TestPlanReproducesReference(t *testing.T) {
 			}), "reference flags in the reference's order")
 
 			// The precompile runs the same SGLang server args (the reference
-			// has no Dynamo-only flag to strip) into the role's cache dir.
+			// has no Dynamo-only flag to strip) plus its own --timeout, into
+			// the node-local copy of the role's kernel set, which the worker
+			// then reads through both variable names.
 			pc := procByName(t, n, ProcPrecompile)
 			assert.True(t, pc.Oneshot)
 			assert.Equal(t, []string{"python3", "-m", "sglang.compile_deep_gemm"}, pc.Argv[:3])
-			assert.Equal(t, w.Argv[3:], pc.Argv[3:])
+			assert.Equal(t, w.Argv[3:], pc.Argv[3:len(pc.Argv)-2])
+			assert.Equal(t, []string{"--timeout", "3600"}, pc.Argv[len(pc.Argv)-2:])
+			set := plan.DeepGEMM[slices.IndexFunc(plan.DeepGEMM, func(k KernelSet) bool { return k.Role == role })]
+			assert.Equal(t, "/tmp/wideep-dg/"+set.Name(), w.Env["SGLANG_DG_CACHE_DIR"])
+			assert.Equal(t, w.Env["SGLANG_DG_CACHE_DIR"], w.Env["SGL_DG_CACHE_DIR"])
 			assert.Equal(t, pc.Env["SGLANG_DG_CACHE_DIR"], w.Env["SGLANG_DG_CACHE_DIR"])
-			assert.True(t, strings.HasPrefix(w.Env["SGLANG_DG_CACHE_DIR"], "/configs/cache/deepgemm/"+string(role)+"-tp32-dp32-"),
-				w.Env["SGLANG_DG_CACHE_DIR"])
+			assert.Equal(t, "/configs/cache/deepgemm/"+set.Name(), set.Entry)
+			assert.Regexp(t, "^"+string(role)+"-[0-9a-f]{16}$", set.Name())
 
 			assert.Equal(t, "http://gpu01:2379", w.Env["ETCD_ENDPOINTS"])
 			assert.Equal(t, "nats://gpu01:4222", w.Env["NATS_SERVER"])
@@ -187,6 +195,63 @@ func TestPlanReproducesReference(t *testing.T) {
 	assert.Equal(t, "nats://gpu01:4222", plan.NATSServer)
 	assert.NotEqual(t, plan.Nodes[0].Processes[3].Env["SGLANG_DG_CACHE_DIR"], plan.Nodes[4].Processes[0].Env["SGLANG_DG_CACHE_DIR"],
 		"prefill and decode compile different kernels")
+	require.Len(t, plan.DeepGEMM, 2)
+	assert.Equal(t, []int{0, 1, 2, 3}, plan.DeepGEMM[0].CompilerNodes)
+	assert.Equal(t, []int{4, 5, 6, 7}, plan.DeepGEMM[1].CompilerNodes)
+}
+
+// Only the first worker of a layout compiles: the others wait for its
+// kernels and have no precompile process.
+func TestPlanOnlyTheFirstWorkerOfALayoutCompiles(t *testing.T) {
+	s := spec8()
+	s.PrefillWorkers, s.PrefillNodesPerWorker = 3, 2
+	s.DecodeWorkers, s.DecodeNodesPerWorker = 1, 2
+	plan, err := NewPlan(s, "5", gpuHosts(s.NodesNeeded()), nil)
+	require.NoError(t, err)
+	var compiling []int
+	for _, n := range plan.Nodes {
+		if slices.Contains(procNames(n), ProcPrecompile) {
+			compiling = append(compiling, n.Index)
+		}
+	}
+	assert.Equal(t, []int{0, 1, 6, 7}, compiling)
+	require.Len(t, plan.DeepGEMM, 2)
+	assert.Equal(t, KernelSet{Role: RolePrefill, Key: plan.DeepGEMM[0].Key, Entry: plan.DeepGEMM[0].Entry,
+		Compiler: 0, CompilerNodes: []int{0, 1}, Workers: 3, Inputs: plan.DeepGEMM[0].Inputs}, plan.DeepGEMM[0])
+	for _, w := range plan.Workers {
+		assert.Equal(t, string(w.Role)+"-"+plan.DeepGEMM[map[Role]int{RolePrefill: 0, RoleDecode: 1}[w.Role]].Key, w.KernelSet)
+	}
+	for i := 0; i < 6; i++ {
+		assert.Equal(t, "/tmp/wideep-dg/"+plan.DeepGEMM[0].Name(), procByName(t, plan.Nodes[i], "prefill").Env["SGLANG_DG_CACHE_DIR"])
+	}
+}
+
+func TestPlanDeepGEMMDirs(t *testing.T) {
+	for name, tc := range map[string]struct {
+		edit            func(*Spec)
+		worker, compile string // for node 1 (gpu02) of job 5; %s is the set's name
+	}{
+		"local":                    {func(*Spec) {}, "/tmp/wideep-dg/%s", "/tmp/wideep-dg/%s"},
+		"local, per job, per node": {func(s *Spec) { s.DGLocalDir = "/scratch/%j/%h/dg" }, "/scratch/5/gpu02/dg/%s", "/scratch/5/gpu02/dg/%s"},
+		// The workers read the shared entry itself; the compile still
+		// writes node-local.
+		"shared": {func(s *Spec) { s.DGCacheMode = DGCacheShared }, "/configs/cache/deepgemm/%s", "/tmp/wideep-dg/%s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := spec8()
+			tc.edit(&s)
+			plan, err := NewPlan(s, "5", gpuHosts(8), nil)
+			require.NoError(t, err)
+			set := plan.DeepGEMM[0].Name()
+			w := procByName(t, plan.Nodes[1], "prefill")
+			pc := procByName(t, plan.Nodes[1], ProcPrecompile)
+			assert.Equal(t, fmt.Sprintf(tc.worker, set), w.Env["SGLANG_DG_CACHE_DIR"])
+			assert.Equal(t, fmt.Sprintf(tc.worker, set), w.Env["SGL_DG_CACHE_DIR"])
+			assert.Equal(t, fmt.Sprintf(tc.compile, set), pc.Env["SGLANG_DG_CACHE_DIR"])
+			assert.Equal(t, fmt.Sprintf(tc.compile, set), pc.Env["SGL_DG_CACHE_DIR"])
+			assert.NotContains(t, w.Env, "DG_JIT_CACHE_DIR", "SGLang overwrites it")
+		})
+	}
 }
 
 func TestPlanInfraProcesses(t *testing.T) {
@@ -263,7 +328,8 @@ func TestPlanLayouts(t *testing.T) {
 	}
 	const (
 		infraP = "etcd,nats,frontend,precompile,prefill"
-		p      = "precompile,prefill"
+		pc     = "precompile,prefill" // the first worker of a layout compiles on a miss
+		p      = "prefill"
 		d      = "precompile,decode"
 	)
 	for name, tc := range map[string]struct {
@@ -272,7 +338,7 @@ func TestPlanLayouts(t *testing.T) {
 		want  []nodeWant
 	}{
 		"3P×2 + 1D×2 on 8": {layout(3, 2, 1, 2), 8, []nodeWant{
-			{RolePrefill, 0, 0, "gpu01", infraP}, {RolePrefill, 0, 1, "gpu01", p},
+			{RolePrefill, 0, 0, "gpu01", infraP}, {RolePrefill, 0, 1, "gpu01", pc},
 			{RolePrefill, 1, 0, "gpu03", p}, {RolePrefill, 1, 1, "gpu03", p},
 			{RolePrefill, 2, 0, "gpu05", p}, {RolePrefill, 2, 1, "gpu05", p},
 			{RoleDecode, 0, 0, "gpu07", d}, {RoleDecode, 0, 1, "gpu07", d},
@@ -289,7 +355,7 @@ func TestPlanLayouts(t *testing.T) {
 			s.InfraPlacement = InfraDedicated
 			return s
 		}(), 3, []nodeWant{
-			{RolePrefill, 0, 0, "gpu01", p}, {RoleDecode, 0, 0, "gpu02", d},
+			{RolePrefill, 0, 0, "gpu01", pc}, {RoleDecode, 0, 0, "gpu02", d},
 			{RoleInfra, -1, -1, "", "etcd,nats,frontend"},
 		}},
 	} {
@@ -431,7 +497,7 @@ func TestPlanControlPlaneOptions(t *testing.T) {
 		}, "frontend,precompile,prefill", "http://etcd1:2379,http://etcd2:2379", "nats://bus:4222", false},
 		"nats default payload": {func(s *Spec) { s.NATSMaxPayload = "" }, "etcd,nats,frontend,precompile,prefill",
 			"http://gpu01:2379", "nats://gpu01:4222", false},
-		"no precompile": {func(s *Spec) { s.Precompile = false }, "etcd,nats,frontend,prefill",
+		"no precompile": {func(s *Spec) { s.Precompile = PrecompileNever }, "etcd,nats,frontend,prefill",
 			"http://gpu01:2379", "nats://gpu01:4222", true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -474,7 +540,7 @@ func TestPlanExtraArgsAndEnv(t *testing.T) {
 		"--json-model-override-args={\"a\": 1}", // one argument, verbatim
 	}
 	s.DecodeArgs = []string{"--cuda-graph-bs 1 2 4 8", "--deepep-mode low_latency"}
-	s.PrefillEnv = []string{"TORCH_DISTRIBUTED_DEFAULT_TIMEOUT=1800", "SGLANG_DG_CACHE_DIR=/configs/dg-10212025", "EMPTY="}
+	s.PrefillEnv = []string{"TORCH_DISTRIBUTED_DEFAULT_TIMEOUT=1800", "EMPTY="}
 	s.DecodeEnv = []string{"SGLANG_DECODE_BOOTSTRAP_TIMEOUT=1000"}
 	plan, err := NewPlan(s, "5", gpuHosts(8), nil)
 	require.NoError(t, err)
@@ -488,7 +554,6 @@ func TestPlanExtraArgsAndEnv(t *testing.T) {
 	assert.Equal(t, []string{"--chunked-prefill-size", "16384", "--enable-metrics", "--endpoint", "dyn://dynamo.prefill.gen",
 		`--json-model-override-args={"a": 1}`}, pre.Argv[len(pre.Argv)-6:])
 	assert.Equal(t, "1800", pre.Env["TORCH_DISTRIBUTED_DEFAULT_TIMEOUT"])
-	assert.Equal(t, "/configs/dg-10212025", pre.Env["SGLANG_DG_CACHE_DIR"], "the role's env wins")
 	assert.Equal(t, "", pre.Env["EMPTY"])
 	assert.NotContains(t, pre.Env, "SGLANG_DECODE_BOOTSTRAP_TIMEOUT")
 
@@ -532,7 +597,8 @@ func TestPlanCacheKey(t *testing.T) {
 		edit(&s)
 		plan, err := NewPlan(s, "5", gpuHosts(s.NodesNeeded()), nil)
 		require.NoError(t, err)
-		return plan.Workers[0].CacheDir
+		assert.Equal(t, plan.DeepGEMM[0].Name(), plan.Workers[0].KernelSet)
+		return plan.Workers[0].KernelSet
 	}
 	base := key(func(*Spec) {})
 	assert.Equal(t, base, key(func(s *Spec) { s.DecodeArgs = []string{"--cuda-graph-bs 64"} }), "decode args do not change prefill kernels")
@@ -541,6 +607,21 @@ func TestPlanCacheKey(t *testing.T) {
 	assert.NotEqual(t, base, key(func(s *Spec) { s.Image = "dynamo-wideep:0.9" }), "a new image recompiles")
 	assert.NotEqual(t, base, key(func(s *Spec) { s.PrefillDPSize = 8 }), "the layout matters")
 	assert.NotEqual(t, base, key(func(s *Spec) { s.PrefillArgs = []string{"--chunked-prefill-size 8192"} }))
+	assert.NotEqual(t, base, key(func(s *Spec) { s.PrefillArgs = []string{"--cuda-graph-bs 1 2 4"} }), "cuda graph batch sizes are kernel shapes")
+	assert.Equal(t, base, key(func(s *Spec) { s.ServedModelName = "r1" }), "the served name is a label")
+	assert.Equal(t, base, key(func(s *Spec) { s.PrefillArgs = []string{"--endpoint dyn://a.b.c"} }),
+		"Dynamo-only flags never reach compile_deep_gemm")
+	assert.Equal(t, base, key(func(s *Spec) { s.PrecompileTimeout = 2 * time.Hour }), "compile_deep_gemm's --timeout")
+	assert.Equal(t, base, key(func(s *Spec) { s.DGLocalDir, s.DGCacheMode = "/scratch/dg", DGCacheShared }))
+	assert.Equal(t, base, key(func(s *Spec) { s.PrefillEnv = []string{"TORCH_DISTRIBUTED_DEFAULT_TIMEOUT=1800"} }))
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	withDigest := key(func(s *Spec) { s.ImageDigest = digest })
+	assert.NotEqual(t, base, withDigest)
+	assert.Equal(t, withDigest, key(func(s *Spec) { s.ImageDigest, s.Image = digest, "registry/retagged:v2" }),
+		"with a digest, a retag keeps the key")
+	assert.NotEqual(t, base, key(func(s *Spec) { s.GPUModel = "NVIDIA H200" }), "kernels are built per GPU")
+	assert.NotEqual(t, base, key(func(s *Spec) { s.KernelEnv = map[string]string{"SGLANG_JIT_DEEPGEMM_FAST_WARMUP": "1"} }))
+	assert.NotEqual(t, base, key(func(s *Spec) { s.PrefillEnv = []string{"SGL_DG_USE_NVRTC=1"} }), "the role's kernel env counts")
 }
 
 func TestNewPlanNodeErrors(t *testing.T) {
@@ -579,4 +660,68 @@ func portNumbers(ports []Port, bind bool) []int {
 		}
 	}
 	return out
+}
+
+// compile_deep_gemm gets exactly what it accepts of the worker's arguments:
+// Dynamo's own flags, negations included, stay with dynamo.sglang. Both
+// argvs parse under the real grammars (launcher/argspec).
+func TestPrecompileKeepsWhatSGLangAccepts(t *testing.T) {
+	dynamoOwn := []string{"--dump-config-to /tmp/c.json", "--connector", "--endpoint-types chat",
+		"--no-use-sglang-tokenizer", "--no-multimodal-processor", "--namespace dyn", "--discovery-backend etcd",
+		"--request-plane tcp", "--engine-request-limit 8", "--tcp-tls-insecure", "--endpoint dyn://dynamo.prefill.generate",
+		"--dyn-reasoning-parser deepseek_r1", "--custom-jinja-template /t.jinja"}
+	s := spec8()
+	s.PrefillArgs = append(slices.Clone(dynamoOwn), "--chunked-prefill-size 8192", "--enable-metrics")
+	plan, err := NewPlan(s, "5", gpuHosts(8), nil)
+	require.NoError(t, err)
+	w := procByName(t, plan.Nodes[1], "prefill")
+	pc := procByName(t, plan.Nodes[1], ProcPrecompile)
+	_, err = argspec.DynamoSGLang().Parse(w.Argv[3:])
+	require.NoError(t, err, "the worker's argv is valid dynamo.sglang")
+	_, err = argspec.CompileDeepGEMM().Parse(pc.Argv[3:])
+	require.NoError(t, err, "the precompile's argv is valid compile_deep_gemm")
+	for _, a := range dynamoOwn {
+		flag, _, _ := strings.Cut(a, " ")
+		assert.Contains(t, w.Argv, flag)
+		assert.NotContains(t, pc.Argv, flag)
+	}
+	assert.Contains(t, pc.Argv, "--chunked-prefill-size")
+	assert.Contains(t, pc.Argv, "--enable-metrics")
+}
+
+func TestWorkerArgsCheckedAgainstTheRealGrammar(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args    []string
+		version string
+		want    string // "" = valid
+	}{
+		"removed flag":       {[]string{"--enable-deepep-moe"}, "", `--prefill-arg: python3 -m dynamo.sglang (SGLang 0.5.6.post2) would refuse the worker's arguments: unrecognized arguments: --enable-deepep-moe`},
+		"bad choice":         {[]string{"--deepep-mode fast"}, "", `argument --deepep-mode: invalid choice: 'fast'`},
+		"bad int":            {[]string{"--chunked-prefill-size big"}, "", `argument --chunked-prefill-size: invalid int value: 'big'`},
+		"abbreviation":       {[]string{"--chunked-prefill 4096"}, "", `--prefill-arg: --chunked-prefill abbreviates --chunked-prefill-size: write it in full`},
+		"newer SGLang":       {[]string{"--enable-something-new"}, "0.5.9", ""},
+		"valid":              {[]string{"--cuda-graph-bs 1 2 4", "--context-length=8192"}, "", ""},
+		"dynamo's own, full": {[]string{"--dump-config-to=/tmp/x.json"}, "", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := spec8()
+			s.PrefillArgs = tc.args
+			if tc.version != "" {
+				s.SGLangVersion = tc.version
+			}
+			err := s.Validate(8)
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	// With another release, a flag neither grammar knows reaches the precompile.
+	s := spec8()
+	s.SGLangVersion, s.PrefillArgs = "0.5.9", []string{"--enable-something-new"}
+	plan, err := NewPlan(s, "5", gpuHosts(8), nil)
+	require.NoError(t, err)
+	assert.Contains(t, procByName(t, plan.Nodes[0], ProcPrecompile).Argv, "--enable-something-new")
 }

@@ -176,7 +176,7 @@ func (s Spec) portKinds() []nodeKind {
 		for _, p := range worker {
 			u = append(u, portUse{Port: p, proc: string(r.role)})
 		}
-		if s.Precompile {
+		if s.PlansPrecompile() {
 			for _, p := range precompile {
 				u = append(u, portUse{Port: p, proc: ProcPrecompile, oneshot: true})
 			}

@@ -122,7 +122,9 @@ func WriteTable(w io.Writer, p *Plan) error {
 	} else {
 		b.WriteString("  no nats")
 	}
-	b.WriteString("\n\n")
+	b.WriteString("\n")
+	writeKernelSets(&b, p)
+	b.WriteByte('\n')
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "INDEX\tHOST\tROLE\tWORKER\tRANK\tHEAD\tPROCESSES")
@@ -142,6 +144,38 @@ func WriteTable(w io.Writer, p *Plan) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeKernelSets says which DeepGEMM kernels the plan needs, under which
+// key, and who compiles them when the cache misses them.
+func writeKernelSets(b *strings.Builder, p *Plan) {
+	where := "node-local copies"
+	if p.DGCacheMode == DGCacheShared {
+		where = "the shared entries"
+	}
+	root := ""
+	if len(p.DeepGEMM) > 0 {
+		root = path.Dir(p.DeepGEMM[0].Entry)
+	}
+	fmt.Fprintf(b, "deepgemm kernels in %s (--precompile %s; workers read %s):\n", root, p.Precompile, where)
+	gpuKnown := true
+	for _, k := range p.DeepGEMM {
+		fmt.Fprintf(b, "  %s  ", k.Name())
+		switch p.Precompile {
+		case PrecompileNever:
+			b.WriteString("never compiled by this job")
+		case PrecompileAlways:
+			fmt.Fprintf(b, "%s compiles it every time", k.describeCompiler())
+		default:
+			fmt.Fprintf(b, "on a miss %s compiles it", k.describeCompiler())
+		}
+		fmt.Fprintf(b, "; %d worker(s) use it\n", k.Workers)
+		gpuKnown = gpuKnown && k.Inputs["gpu_model"] != ""
+	}
+	if !gpuKnown {
+		b.WriteString("  (no --gpu-model: the nodes detect the GPU with nvidia-smi at run time, and it is part\n" +
+			"   of the keys; pass --gpu-model to see the run's keys)\n")
+	}
 }
 
 // Wrapper is how a container runtime shows its part of the commands: the

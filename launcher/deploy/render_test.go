@@ -82,6 +82,8 @@ func secretSpec() Spec {
 	s := spec8()
 	s.PrefillEnv = []string{"HF_TOKEN=hf_abc", "my_api_key=k1", "AWS_SECRET_ACCESS_KEY=s1", "DB_PASSWORD=p1", "PLAIN=visible"}
 	s.DecodeArgs = []string{"--api-key sk-123", "--admin-api-key=sk-456"}
+	// --admin-api-key came after 0.5.6.post2, whose grammar would refuse it.
+	s.SGLangVersion = "0.5.8"
 	return s
 }
 

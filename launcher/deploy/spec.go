@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 )
 
 // Role is what a node does in the deployment.
@@ -29,6 +30,23 @@ func ParseRole(s string) (Role, error) {
 		return r, nil
 	}
 	return "", fmt.Errorf("unknown role %q (want prefill, decode or infra)", s)
+}
+
+// Precompile modes and DeepGEMM cache modes (see Spec).
+const (
+	PrecompileAuto   = "auto"
+	PrecompileAlways = "always"
+	PrecompileNever  = "never"
+	DGCacheLocal     = "local"
+	DGCacheShared    = "shared"
+)
+
+// PlansPrecompile says whether the plan has precompile processes.
+func (s Spec) PlansPrecompile() bool { return s.Precompile != PrecompileNever }
+
+// JobDGLocalDir is DGLocalDir with %j and %h (the node) expanded.
+func (s Spec) JobDGLocalDir(jobID, host string) string {
+	return strings.NewReplacer("%j", jobID, "%h", host).Replace(s.DGLocalDir)
 }
 
 // Runtimes (see Spec.Runtime).
@@ -127,7 +145,31 @@ type Spec struct {
 	NoNATS         bool   // Dynamo without NATS: none started, NATS_SERVER not exported
 	NATSMaxPayload string // "" keeps nats-server's 1 MB default
 
-	Precompile bool // run sglang.compile_deep_gemm on every worker node first
+	// Precompile says when the DeepGEMM kernels are compiled before the
+	// workers start: PrecompileAuto on a cache miss (node 0 decides, the
+	// first worker of each layout compiles), PrecompileAlways, or
+	// PrecompileNever (no precompile process at all).
+	Precompile string
+	// PrecompileTimeout bounds one compile; compile_deep_gemm gets it as its
+	// own --timeout (whole seconds), which also replaces its watchdog.
+	PrecompileTimeout time.Duration
+	// PrecompileStrict fails the job when compile_deep_gemm exits non-zero,
+	// even after the known failure that leaves every kernel compiled.
+	PrecompileStrict bool
+	// ImageDigest ("sha256:<hex>") identifies the image in the DeepGEMM
+	// cache key better than its reference; GPUModel is the nodes' GPU
+	// (nvidia-smi), "" when unknown. KernelEnv are the variables that change
+	// which kernels are compiled (dgcache.KernelEnv).
+	ImageDigest string
+	GPUModel    string
+	KernelEnv   map[string]string
+	// DGLocalDir is the node-local directory DeepGEMM kernels are seeded
+	// into and compiled in (%j the job id, %h the node), one subdirectory
+	// per kernel set. It outlives the job by default, so a node that ran a
+	// layout before copies nothing. DGCacheMode "local" points the workers
+	// there, "shared" at the shared cache entry itself.
+	DGLocalDir  string
+	DGCacheMode string
 
 	// NodeSource names where the node list came from (SLURM_STEP_NODELIST,
 	// --nodelist), for error messages.
@@ -151,15 +193,18 @@ func DefaultSpec() Spec {
 		BootstrapPort:         30001,
 		SGLangPort:            30000,
 		// Below the dist-init port and its derived ports (up to +13).
-		NCCLPort:       29400,
-		EtcdClientPort: 2379,
-		EtcdPeerPort:   2380,
-		NATSPort:       4222,
-		CacheDir:       "/configs/cache",
-		LogDir:         "logs",
-		LocalDir:       "/tmp/wideep-%j",
-		NATSMaxPayload: DefaultNATSMaxPayload,
-		Precompile:     true,
+		NCCLPort:          29400,
+		EtcdClientPort:    2379,
+		EtcdPeerPort:      2380,
+		NATSPort:          4222,
+		CacheDir:          "/configs/cache",
+		LogDir:            "logs",
+		LocalDir:          "/tmp/wideep-%j",
+		NATSMaxPayload:    DefaultNATSMaxPayload,
+		Precompile:        PrecompileAuto,
+		PrecompileTimeout: 60 * time.Minute,
+		DGLocalDir:        "/tmp/wideep-dg",
+		DGCacheMode:       DGCacheLocal,
 	}
 }
 

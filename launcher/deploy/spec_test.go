@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/stretchr/testify/assert"
@@ -123,7 +124,7 @@ func TestValidate(t *testing.T) {
 		"frontend and precompile on one port": {func(s *Spec) { s.SGLangPort = 8000 }, 8, []string{
 			"port 8000 is used twice on prefill node rank 0 (node 0, infra): by frontend (Dynamo frontend HTTP (--http-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))"}},
 		"dedicated infra node keeps 8000 apart":   {func(s *Spec) { s.SGLangPort, s.InfraPlacement = 8000, InfraDedicated }, 9, nil},
-		"no precompile, nobody listens on --port": {func(s *Spec) { s.SGLangPort, s.Precompile = 8000, false }, 8, nil},
+		"no precompile, nobody listens on --port": {func(s *Spec) { s.SGLangPort, s.Precompile = 8000, PrecompileNever }, 8, nil},
 		"two flags of one process": {func(s *Spec) { s.NCCLPort = 30000 }, 8, []string{
 			"port 30000 is used twice on prefill node rank 0 (node 0, infra): by precompile (NCCL init (--nccl-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))",
 			"port 30000 is used twice on prefill node ranks 1-3: by precompile (NCCL init (--nccl-port)) and by precompile (SGLang HTTP server of the precompile (--sglang-port))",
@@ -185,6 +186,21 @@ func TestValidate(t *testing.T) {
 			`--local-dir "tmp": must be an absolute path on node-local disk`,
 			`--etcd-data-dir "etcd": must be an absolute path on node-local disk`,
 		}},
+		"deepgemm": {func(s *Spec) {
+			s.Precompile, s.DGCacheMode, s.DGLocalDir, s.ImageDigest = "sometimes", "nfs", "dg", "sha256:abc"
+			s.PrefillEnv = []string{"SGLANG_DG_CACHE_DIR=/x", "DG_JIT_CACHE_DIR=/y"}
+			s.DecodeEnv = []string{"SGL_DG_CACHE_DIR=/z"}
+		}, 8, []string{
+			`--precompile "sometimes": want auto, always or never`,
+			`--dg-cache-mode "nfs": want local or shared`,
+			`--image-digest "sha256:abc": want sha256:<64 hex digits>`,
+			`--prefill-env "SGLANG_DG_CACHE_DIR=/x": SGLANG_DG_CACHE_DIR is set by the plan`,
+			`--prefill-env "DG_JIT_CACHE_DIR=/y": SGLang overwrites DG_JIT_CACHE_DIR`,
+			`--decode-env "SGL_DG_CACHE_DIR=/z": SGL_DG_CACHE_DIR is set by the plan`,
+		}},
+		"dg local dir": {func(s *Spec) { s.DGLocalDir = "dg" }, 8, []string{`--dg-local-dir "dg": must be an absolute path on node-local disk`}},
+		"precompile timeout": {func(s *Spec) { s.PrecompileTimeout = 500 * time.Millisecond }, 8, []string{
+			"--precompile-timeout 500ms: want at least 1s"}},
 		"iface": {func(s *Spec) { s.Iface = "eth0/1" }, 8, []string{`--iface "eth0/1": not a network interface name`}},
 		"valid xPyD": {func(s *Spec) {
 			s.PrefillWorkers, s.PrefillNodesPerWorker, s.DecodeNodesPerWorker = 3, 2, 2

@@ -5,6 +5,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 )
@@ -109,6 +110,25 @@ func (s Spec) validateFields(v *validator) {
 			v.addf("--container-mount %q: %v", m, err)
 		}
 	}
+	switch s.Precompile {
+	case PrecompileAuto, PrecompileAlways, PrecompileNever:
+	default:
+		v.addf("--precompile %q: want auto, always or never", s.Precompile)
+	}
+	switch s.DGCacheMode {
+	case DGCacheLocal, DGCacheShared:
+	default:
+		v.addf("--dg-cache-mode %q: want local or shared", s.DGCacheMode)
+	}
+	if s.DGCacheMode == DGCacheLocal && !path.IsAbs(s.DGLocalDir) {
+		v.addf("--dg-local-dir %q: must be an absolute path on node-local disk", s.DGLocalDir)
+	}
+	if s.PlansPrecompile() && s.PrecompileTimeout < time.Second {
+		v.addf("--precompile-timeout %v: want at least 1s (compile_deep_gemm's --timeout is whole seconds)", s.PrecompileTimeout)
+	}
+	if s.ImageDigest != "" && !validDigest(s.ImageDigest) {
+		v.addf("--image-digest %q: want sha256:<64 hex digits>", s.ImageDigest)
+	}
 	if _, err := parseVersion(s.SGLangVersion); err != nil {
 		v.addf("--sglang-version %q: %v", s.SGLangVersion, err)
 	}
@@ -180,6 +200,9 @@ func (s Spec) validateRole(v *validator, r roleSpec) {
 		v.addf("%s %d: a worker spans at least one whole node", r.flag("nodes-per-worker"), r.nodes)
 	}
 	edits, ok := parseArgEdits(v, r)
+	if ok {
+		s.checkWorkerArgs(v, r)
+	}
 	if ok && s.GPUsPerNode >= 1 && r.nodes >= 1 {
 		tp, dp, pp := s.sizes(r, edits)
 		switch {
@@ -203,6 +226,12 @@ func (s Spec) validateRole(v *validator, r roleSpec) {
 			v.addf("%s %q: ETCD_ENDPOINTS is set by the plan (use --etcd-endpoints)", r.flag("env"), e)
 		case k == "NATS_SERVER":
 			v.addf("%s %q: NATS_SERVER is set by the plan (use --nats-server or --no-nats)", r.flag("env"), e)
+		case k == EnvDGCacheDir || k == EnvDGCacheDirOld:
+			v.addf("%s %q: %s is set by the plan to the worker's DeepGEMM kernels (use --cache-dir, --dg-local-dir, --dg-cache-mode)",
+				r.flag("env"), e, k)
+		case k == "DG_JIT_CACHE_DIR":
+			v.addf("%s %q: SGLang overwrites DG_JIT_CACHE_DIR from %s, so it has no effect (use --dg-local-dir)",
+				r.flag("env"), e, EnvDGCacheDir)
 		}
 	}
 }
@@ -276,4 +305,12 @@ func checkMount(m string) error {
 		}
 	}
 	return nil
+}
+
+func validDigest(d string) bool {
+	hex, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	return strings.Trim(hex, "0123456789abcdef") == ""
 }

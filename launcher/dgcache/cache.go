@@ -137,6 +137,9 @@ type Claim struct {
 	owner   sharedcache.Owner
 	lock    *sharedcache.Lock
 
+	// replace publishes over an existing entry (ClaimAlways).
+	replace bool
+
 	mu        sync.Mutex // serializes Publish and Abandon
 	over      bool
 	lastTouch time.Time
@@ -163,6 +166,33 @@ func (c *Cache) Claim(ctx context.Context, role, key string, owner sharedcache.O
 		}
 		return nil, hit, err
 	}
+	return c.claim(ctx, role, key, final, owner, onWait, false)
+}
+
+// ClaimAlways takes the entry of role and key for owner whether or not it
+// is published (--precompile always): the claim's Publish replaces the
+// entry. It waits while another job holds the lock, then takes it.
+func (c *Cache) ClaimAlways(ctx context.Context, role, key string, owner sharedcache.Owner,
+	onWait func(holder sharedcache.Owner, waited time.Duration),
+) (*Claim, error) {
+	final, err := c.entryPath(role, key)
+	if err != nil {
+		return nil, err
+	}
+	cl, _, err := c.claim(ctx, role, key, final, owner, onWait, true)
+	return cl, err
+}
+
+func (c *Cache) claim(ctx context.Context, role, key, final string, owner sharedcache.Owner,
+	onWait func(holder sharedcache.Owner, waited time.Duration), replace bool,
+) (*Claim, bool, error) {
+	done := func() (bool, error) {
+		_, hit, err := c.Lookup(role, key)
+		return hit && err == nil, nil
+	}
+	if replace {
+		done = nil
+	}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, false, fmt.Errorf("DeepGEMM cache: %w", err)
 	}
@@ -175,10 +205,7 @@ func (c *Cache) Claim(ctx context.Context, role, key string, owner sharedcache.O
 		Alive:         c.Alive,
 		// A lookup error is not the end of the wait: the holder may still
 		// publish, and the lookup after the lock reports a lasting error.
-		Done: func() (bool, error) {
-			_, hit, err := c.Lookup(role, key)
-			return hit && err == nil, nil
-		},
+		Done:   done,
 		OnWait: onWait,
 		OnBreak: func(holder sharedcache.Owner, age time.Duration) {
 			c.Log.Warn().Str("entry", final).Str("holder", holder.String()).Dur("untouched", age).
@@ -191,19 +218,31 @@ func (c *Cache) Claim(ctx context.Context, role, key string, owner sharedcache.O
 	if err != nil {
 		return nil, false, fmt.Errorf("claiming DeepGEMM cache entry %s: %w", final, err)
 	}
-	if _, hit, err := c.Lookup(role, key); err != nil || hit {
+	if _, hit, err := c.Lookup(role, key); !replace && (err != nil || hit) {
 		return nil, hit, errors.Join(err, c.release(lock, final))
 	}
 	// Under the lock, a staging directory is a leftover of a job whose lock
 	// was broken; one interval without a touch (a live publisher touches
 	// its own every half interval) tells a dead one from a slow one.
 	c.sweepStaging(final, c.interval())
+	if c.Alive != nil {
+		removed, err := sharedcache.RemoveDeadStaging(final, func(job string) bool {
+			alive, known := c.Alive(sharedcache.Owner{JobID: job})
+			return known && !alive && job != owner.JobID
+		})
+		for _, p := range removed {
+			c.Log.Warn().Str("path", p).Msg("removed a DeepGEMM cache staging directory of a job that is gone")
+		}
+		if err != nil {
+			c.Log.Warn().Err(err).Str("entry", final).Msg("could not remove a gone job's staging directory")
+		}
+	}
 	pid := owner.PID
 	if pid == 0 {
 		pid = os.Getpid()
 	}
 	return &Claim{
-		cache: c, role: role, key: key, final: final, owner: lock.Owner(), lock: lock,
+		cache: c, role: role, key: key, final: final, owner: lock.Owner(), lock: lock, replace: replace,
 		staging: sharedcache.StagingPath(final, owner.JobID, pid),
 	}, false, nil
 }

@@ -527,3 +527,58 @@ func awaitFile(t *testing.T, path string) {
 		}
 	}
 }
+
+// Node 0 leads: it holds the claim, the compiling worker's first node
+// publishes for it, node 0 releases.
+func TestPublishForAClaimHeldByNodeZero(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), Subdir)
+	c := newCache(dir, nil)
+	cl, hit, err := c.Claim(testContext(t), "prefill", testKey, owner("300"), nil)
+	require.NoError(t, err)
+	require.False(t, hit)
+
+	head := sharedcache.Owner{JobID: "300", Host: "node-5", PID: os.Getpid() + 1}
+	n, err := c.PublishFor("prefill", testKey, compiled(t, 3), Complete{Image: "img"}, head, false)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	comp, err := ReadComplete(cl.Path())
+	require.NoError(t, err)
+	assert.Equal(t, "node-5", comp.Host, "the publisher says who compiled")
+	assert.FileExists(t, filepath.Join(dir, ".prefill-"+testKey+".lock"), "the lock is node 0's to release")
+	require.NoError(t, cl.Abandon())
+	assert.NoFileExists(t, filepath.Join(dir, ".prefill-"+testKey+".lock"))
+	assert.DirExists(t, cl.Path(), "releasing keeps the published entry")
+	assert.Empty(t, stagings(t, cl.Path()))
+
+	_, err = c.PublishFor("prefill", testKey, compiled(t, 3), Complete{}, head, false)
+	assert.ErrorIs(t, err, sharedcache.ErrExists, "never over an entry")
+	assert.Empty(t, stagings(t, cl.Path()), "the failed publish left no staging")
+}
+
+// --precompile always: node 0 claims a published entry, and the compile's
+// kernels replace it.
+func TestClaimAlwaysReplacesAPublishedEntry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), Subdir)
+	c := newCache(dir, nil)
+	first, hit, err := c.Claim(testContext(t), "prefill", testKey, owner("300"), nil)
+	require.NoError(t, err)
+	require.False(t, hit)
+	_, err = first.Publish(compiled(t, 2), Complete{})
+	require.NoError(t, err)
+
+	cl, err := c.ClaimAlways(testContext(t), "prefill", testKey, owner("301"), nil)
+	require.NoError(t, err, "a hit is claimed all the same")
+	head := sharedcache.Owner{JobID: "301", Host: "node-5", PID: os.Getpid() + 1}
+	n, err := c.PublishFor("prefill", testKey, compiled(t, 3), Complete{}, head, true)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	require.NoError(t, cl.Abandon())
+	comp, err := ReadComplete(cl.Path())
+	require.NoError(t, err)
+	assert.Equal(t, "301", comp.JobID, "the new compile's entry")
+	assert.Equal(t, 3, comp.Kernels)
+	k, err := CountKernels(cl.Path())
+	require.NoError(t, err)
+	assert.Equal(t, 3, k)
+	assert.Empty(t, stagings(t, cl.Path()), "neither the staging nor the old entry is left")
+}

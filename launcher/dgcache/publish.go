@@ -35,6 +35,39 @@ func (cl *Claim) Publish(localDir string, c Complete) (kernels int, err error) {
 	if cl.over {
 		return 0, fmt.Errorf("publishing DeepGEMM cache entry %s: the claim was already given up", cl.final)
 	}
+	if kernels, err = cl.publish(localDir, c); err != nil {
+		return 0, err
+	}
+	cl.over = true
+	return kernels, cl.cache.release(cl.lock, cl.final)
+}
+
+// PublishFor publishes localDir's kernels as the entry of role and key for
+// a claim that another launcher of the same job holds: node 0 leads (it
+// decides and takes the lock), the first node of the compiling worker
+// publishes what it compiled, node 0 releases the claim afterwards. It
+// never touches the lock; on error its staging directory is removed.
+// replace is the claim's: true for ClaimAlways.
+func (c *Cache) PublishFor(role, key, localDir string, comp Complete, owner sharedcache.Owner, replace bool) (int, error) {
+	final, err := c.entryPath(role, key)
+	if err != nil {
+		return 0, err
+	}
+	pid := owner.PID
+	if pid == 0 {
+		pid = os.Getpid()
+	}
+	cl := &Claim{cache: c, role: role, key: key, final: final, owner: owner, replace: replace,
+		staging: sharedcache.StagingPath(final, owner.JobID, pid)}
+	n, err := cl.publish(localDir, comp)
+	if err != nil {
+		_ = os.RemoveAll(cl.staging)
+	}
+	return n, err
+}
+
+// publish copies, writes COMPLETE.json and renames the entry into place.
+func (cl *Claim) publish(localDir string, c Complete) (kernels int, err error) {
 	n, err := CountKernels(localDir)
 	if err != nil {
 		return 0, fmt.Errorf("publishing DeepGEMM cache entry %s: %w", cl.final, err)
@@ -71,7 +104,15 @@ func (cl *Claim) Publish(localDir string, c Complete) (kernels int, err error) {
 	if err := writeComplete(cl.staging, c); err != nil {
 		return 0, fmt.Errorf("publishing DeepGEMM cache entry %s: %w", cl.final, err)
 	}
-	if err := sharedcache.PublishDir(cl.staging, cl.final); err != nil {
+	if cl.replace {
+		pid := cl.owner.PID
+		if pid == 0 {
+			pid = os.Getpid()
+		}
+		if err := sharedcache.ReplaceDir(cl.staging, cl.final, cl.owner.JobID, pid); err != nil {
+			return 0, err
+		}
+	} else if err := sharedcache.PublishDir(cl.staging, cl.final); err != nil {
 		if errors.Is(err, sharedcache.ErrExists) {
 			if _, rerr := ReadComplete(cl.final); rerr != nil {
 				return 0, fmt.Errorf("%w; the directory there has no valid %s, so it was not published by a job: remove it",
@@ -80,10 +121,9 @@ func (cl *Claim) Publish(localDir string, c Complete) (kernels int, err error) {
 		}
 		return 0, err // names the entry
 	}
-	cl.over = true
 	cl.cache.Log.Info().Str("entry", cl.final).Int("kernels", kernels).Str("warning", c.Warning).
 		Msg("published DeepGEMM kernels to the shared cache")
-	return kernels, cl.cache.release(cl.lock, cl.final)
+	return kernels, nil
 }
 
 // Abandon gives the claim up: it removes this job's staging directory and

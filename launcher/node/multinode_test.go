@@ -98,15 +98,25 @@ func freeWindow(t *testing.T, n int) int {
 // 1D×4); env is added to every stand-in's environment.
 func newCluster(t *testing.T, env ...string) *cluster {
 	t.Helper()
+	return newClusterWith(t, "77", nil, env...)
+}
+
+// newClusterWith is newCluster for job jobID, with edit (if not nil)
+// applied to the spec after the test's defaults.
+func newClusterWith(t *testing.T, jobID string, edit func(*deploy.Spec), env ...string) *cluster {
+	t.Helper()
 	const n = 8
 	work := t.TempDir()
-	c := &cluster{t: t, work: work, jobID: "77"}
+	c := &cluster{t: t, work: work, jobID: jobID}
 	spec := deploy.DefaultSpec()
 	spec.ResolveGPUs(0)
 	spec.ModelPath = filepath.Join(work, "model")
 	spec.CacheDir = filepath.Join(work, "cache")
 	spec.LogDir = filepath.Join(work, "logs")
 	spec.LocalDir = filepath.Join(work, "local-%j")
+	// One machine plays every node: each needs its own "node-local" disk.
+	spec.DGLocalDir = filepath.Join(work, "dg-%h")
+	spec.PrecompileTimeout = time.Minute
 	spec.Iface = "lo"
 	spec.NoNATS = true
 	require.NoError(t, os.MkdirAll(spec.ModelPath, 0o755))
@@ -114,6 +124,10 @@ func newCluster(t *testing.T, env ...string) *cluster {
 	spec.DistInitPort = base // SGLang uses it and up to +13
 	spec.HTTPPort, spec.BootstrapPort, spec.SGLangPort, spec.NCCLPort = base+16, base+17, base+18, base+19
 	spec.EtcdClientPort, spec.EtcdPeerPort, spec.RendezvousPort = base+20, base+21, base+22
+	spec.GPUModel = "test GPU"
+	if edit != nil {
+		edit(&spec)
+	}
 	self, err := os.Executable()
 	require.NoError(t, err)
 	records := filepath.Join(work, "records")
@@ -132,7 +146,7 @@ func newCluster(t *testing.T, env ...string) *cluster {
 				NodeIndex: i, Host: c.hosts[i]},
 			RendezvousHost: nodeAddr(0),
 			Options: Options{Grace: 3 * time.Second, RendezvousTimeout: 30 * time.Second,
-				InfraTimeout: 30 * time.Second, PrecompileTimeout: time.Minute, HealthTimeout: time.Minute,
+				InfraTimeout: 30 * time.Second, HealthTimeout: time.Minute,
 				HealthProgress: time.Second},
 			Runtime: Simulation{Self: self, Bind: nodeAddr(i),
 				Env: append([]string{helperEnv + "=sim", "WIDEEP_SIM_RECORD_DIR=" + records}, env...)},

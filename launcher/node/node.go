@@ -23,6 +23,7 @@ import (
 	"github.com/wideep/wideep-launch/launcher/address"
 	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
+	"github.com/wideep/wideep-launch/launcher/sharedcache"
 	"github.com/wideep/wideep-launch/launcher/supervise"
 	"github.com/wideep/wideep-launch/slurm"
 )
@@ -37,13 +38,12 @@ type Options struct {
 	RendezvousTimeout time.Duration
 	// InfraTimeout bounds the wait for etcd and NATS to answer.
 	InfraTimeout time.Duration
-	// PrecompileTimeout bounds the DeepGEMM precompile.
-	PrecompileTimeout time.Duration
 	// HealthTimeout bounds node 0's wait for the frontend to serve the model
 	// with every worker registered.
 	HealthTimeout time.Duration
-	// HealthProgress is how often node 0 says what the deployment still
-	// waits for.
+	// HealthProgress is how often a waiting node says what it still waits
+	// for: node 0 for the deployment's health, every node for a DeepGEMM
+	// compile.
 	HealthProgress time.Duration
 	// StopSettle is how long a node told that another node was stopped waits
 	// for its own stop signal (scancel reaches the nodes a moment apart)
@@ -77,7 +77,6 @@ func DefaultOptions() Options {
 		Grace:             supervise.DefaultGrace,
 		RendezvousTimeout: rendezvous.DefaultDeadline,
 		InfraTimeout:      5 * time.Minute,
-		PrecompileTimeout: 90 * time.Minute,
 		HealthTimeout:     60 * time.Minute,
 		HealthProgress:    30 * time.Second,
 		StopSettle:        2 * time.Second,
@@ -94,6 +93,13 @@ func DefaultOptions() Options {
 type NodeRuntime struct {
 	Spec  deploy.Spec
 	Slurm *slurm.Env
+	// GPUModelFrom says where Spec.GPUModel came from (for the log): a
+	// flag, nvidia-smi, or why it is unknown.
+	GPUModelFrom string
+	// JobAlive says whether a Slurm job still runs (squeue): a DeepGEMM
+	// cache lock held by a job known to be gone is broken at once. nil
+	// waits for the lock to go stale.
+	JobAlive func(holder sharedcache.Owner) (alive, known bool)
 	// RendezvousHost is how the nodes reach node 0; "" is its Slurm node
 	// name, which must then resolve on every node.
 	RendezvousHost string
@@ -143,7 +149,7 @@ func (n *NodeRuntime) defaults() {
 	o := &n.Options
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&o.Grace, &d.Grace}, {&o.RendezvousTimeout, &d.RendezvousTimeout}, {&o.InfraTimeout, &d.InfraTimeout},
-		{&o.PrecompileTimeout, &d.PrecompileTimeout}, {&o.HealthTimeout, &d.HealthTimeout},
+		{&o.HealthTimeout, &d.HealthTimeout},
 		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle}, {&o.PeerTimeout, &d.PeerTimeout}, {&o.ImageTimeout, &d.ImageTimeout},
 		{&o.HealthInterval, &d.HealthInterval}, {&o.HealthLostTimeout, &d.HealthLostTimeout},
 	} {
@@ -195,7 +201,9 @@ type run struct {
 	plan     *deploy.Plan // with every node's address
 	me       deploy.NodePlan
 	addr     string
-	problems []string // this node's preflight findings
+	kernels  kernelRun // the DeepGEMM phase
+	detail   string    // the current phase's line in the timeline
+	problems []string  // this node's preflight findings
 
 	client   *rendezvous.Client
 	server   *rendezvous.Server // node 0 only
@@ -217,7 +225,7 @@ type run struct {
 // procSet is the node's processes by when they start.
 type procSet struct {
 	infra    []supervise.ProcSpec // etcd, NATS
-	oneshots []supervise.ProcSpec // the precompile
+	oneshots []supervise.ProcSpec // the precompile, run only on a DeepGEMM cache miss
 	services []supervise.ProcSpec // frontend, worker
 }
 

@@ -26,7 +26,12 @@ func (r *run) makePlan(context.Context, time.Duration) error {
 	// Every line from here on carries the role.
 	r.log = r.log.With().Str("role", string(me.Role)).Logger()
 	r.log.Info().Int("nodes", len(r.env.Nodes)).Str("nodelist", slurm.Compress(r.env.Nodes)).
-		Str("runtime", r.n.Runtime.Name()).Str("runtime_from", r.n.RuntimeReason).Msg("wideep-launch starting")
+		Str("runtime", r.n.Runtime.Name()).Str("runtime_from", r.n.RuntimeReason).
+		Str("gpu_model", r.n.Spec.GPUModel).Str("gpu_model_from", r.n.GPUModelFrom).Msg("wideep-launch starting")
+	if r.n.Spec.GPUModel == "" && r.n.Spec.PlansPrecompile() {
+		r.log.Warn().Str("why", r.n.GPUModelFrom).Msg("no GPU model for the DeepGEMM cache key: kernels compiled on " +
+			"one GPU model could be reused on another; pass --gpu-model")
+	}
 	return nil
 }
 
@@ -182,56 +187,6 @@ func (r *run) startInfra(ctx context.Context, limit time.Duration) error {
 	bctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	return r.client.Barrier(bctx, "infra", problem)
-}
-
-// precompile runs the oneshots (the DeepGEMM precompile) of this node, then
-// meets the others: a failure anywhere fails every node at once.
-func (r *run) precompile(ctx context.Context, limit time.Duration) error {
-	problem := ""
-	for _, p := range r.procs.oneshots {
-		if err := r.runOneshot(ctx, p, limit); err != nil {
-			if r.stopping() {
-				return context.Cause(ctx)
-			}
-			problem = err.Error()
-			break
-		}
-	}
-	bctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	return r.client.Barrier(bctx, "precompile", problem)
-}
-
-// runOneshot runs a process that must finish before the services start.
-func (r *run) runOneshot(ctx context.Context, p supervise.ProcSpec, limit time.Duration) error {
-	// Only the precompile's own timeout stops it here. When the node stops,
-	// the teardown's Shutdown stops it together with every other process, in
-	// one grace period rather than one after the other.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
-	type result struct {
-		e   supervise.Exit
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer cancel()
-		e, err := r.sup.RunOneshot(cctx, p)
-		done <- result{e, err}
-	}()
-	var res result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-	// The barrier names the node; the message says what and where to look.
-	if res.err != nil {
-		return fmt.Errorf("%s: %w", p.Name, res.err)
-	}
-	if code := supervise.ExitCodeOf(res.e); code != 0 {
-		return fmt.Errorf("%s exited with code %d (log: %s)", p.Name, code, p.LogPath)
-	}
-	return nil
 }
 
 // startServices starts the long-running processes: frontend, worker.

@@ -37,8 +37,8 @@ var pipeline = []phase{
 	{name: "infra", run: (*run).startInfra, meets: true,
 		// The others wait at the barrier while the infra node starts etcd.
 		limit: func(o Options) time.Duration { return o.InfraTimeout + o.RendezvousTimeout }},
-	{name: "precompile", run: (*run).precompile, meets: true,
-		limit: func(o Options) time.Duration { return o.PrecompileTimeout }},
+	// Bounded inside, wait by wait (Spec.PrecompileTimeout).
+	{name: "precompile", run: (*run).deepgemm, meets: true},
 	{name: "start", run: (*run).startServices},
 	{name: "serve", run: (*run).serve,
 		limit: func(o Options) time.Duration { return o.HealthTimeout }},
@@ -86,7 +86,8 @@ func (r *run) runPhase(p phase) error {
 	start := r.n.Now()
 	err := p.run(r, r.ctx, limit)
 	d := r.n.Now().Sub(start)
-	r.timing = append(r.timing, Timing{Name: p.name, Start: start, Duration: d})
+	r.timing = append(r.timing, Timing{Name: p.name, Start: start, Duration: d, Detail: r.detail})
+	r.detail = ""
 	switch {
 	case err == nil:
 		r.log.Info().Str("phase", p.name).Dur("duration", d).Msg("phase done")

@@ -17,6 +17,9 @@ type Timing struct {
 	Name     string        `json:"name"`
 	Start    time.Time     `json:"start"`
 	Duration time.Duration `json:"duration_ns"`
+	// Detail is what the phase did, when that varies (the DeepGEMM
+	// kernels: hit or compiled).
+	Detail string `json:"detail,omitempty"`
 }
 
 // printTimeline prints this node's phase durations, one screen at most.
@@ -26,6 +29,9 @@ func (r *run) printTimeline() {
 	var total time.Duration
 	for _, p := range r.timing {
 		fmt.Fprintf(&b, " %s=%s", p.Name, fmtDur(p.Duration))
+		if p.Detail != "" {
+			fmt.Fprintf(&b, "(%s)", p.Detail)
+		}
 		total += p.Duration
 	}
 	fmt.Fprintf(&b, " total=%s", fmtDur(total))

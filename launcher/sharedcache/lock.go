@@ -206,6 +206,9 @@ func startLock(path string, content []byte, owner Owner, o LockOptions) *Lock {
 	return l
 }
 
+// lookAgain is how long refresh waits before it believes a missing lock file.
+const lookAgain = 50 * time.Millisecond
+
 // refresh touches the lock every interval while it is still ours. It only
 // touches the mtime: rewriting the content would let a reader see a
 // half-written file, while utimes(2) is atomic.
@@ -225,6 +228,13 @@ func (l *Lock) refresh() {
 		default:
 		}
 		got, err := os.ReadFile(l.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A waiter checking whether our lock is stale moves it aside
+			// for a moment and links it back: look again before calling it
+			// lost.
+			time.Sleep(lookAgain)
+			got, err = os.ReadFile(l.path)
+		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist), err == nil && !bytes.Equal(got, l.content):
 			l.lostOnce.Do(func() { close(l.lost) })
@@ -237,14 +247,21 @@ func (l *Lock) refresh() {
 	}
 }
 
-// createExclusive creates the lock file with its content in one go. The
-// mtime is set from the injected clock so that holders and waiters agree
-// on what "untouched for three intervals" means.
+// createExclusive creates the lock file with its content and mtime in one
+// go: the file is made whole under a private name and then linked to path,
+// which fails if path exists (link(2) is atomic on NFS too). Creating path
+// itself and then writing it would let a breaker of the previous lock move
+// our half-made file aside in between and leave us without it (a lock we
+// would then never refresh). The mtime is set from the injected clock so
+// that holders and waiters agree on what "untouched for three intervals"
+// means.
 func createExclusive(path string, content []byte, now time.Time) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	tmp := fmt.Sprintf("%s.new-%d-%s", path, os.Getpid(), newToken())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
+	defer os.Remove(tmp)
 	_, werr := f.Write(content)
 	if werr == nil {
 		werr = f.Sync()
@@ -253,13 +270,12 @@ func createExclusive(path string, content []byte, now time.Time) error {
 		werr = cerr
 	}
 	if werr == nil {
-		werr = os.Chtimes(path, now, now)
+		werr = os.Chtimes(tmp, now, now)
 	}
 	if werr != nil {
-		_ = os.Remove(path)
 		return werr
 	}
-	return nil
+	return os.Link(tmp, path)
 }
 
 // lockState is one observed version of a lock file: its content and mtime.

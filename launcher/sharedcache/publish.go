@@ -88,6 +88,37 @@ func PublishDir(staged, final string) error {
 	return syncPath(filepath.Dir(final))
 }
 
+// ReplaceDir makes the staged directory visible as final, replacing
+// whatever final holds. There is no atomic exchange of two directories on
+// NFS, so the old entry is first renamed away (to a staging name of jobID
+// and pid, which RemoveStaging sweeps if we die in between), then the new
+// one renamed in: for that moment final is missing, which a reader takes
+// for a miss and, under the entry's lock, waits out. Callers hold the lock.
+func ReplaceDir(staged, final, jobID string, pid int) error {
+	if err := syncPath(staged); err != nil {
+		return fmt.Errorf("replacing %s: syncing %s: %w", final, staged, err)
+	}
+	old := StagingPath(final, jobID+"-old", pid)
+	moved := true
+	if err := os.Rename(final, old); errors.Is(err, fs.ErrNotExist) {
+		moved = false
+	} else if err != nil {
+		return fmt.Errorf("replacing %s: moving it aside: %w", final, err)
+	}
+	if err := os.Rename(staged, final); err != nil {
+		if moved {
+			_ = os.Rename(old, final) // put the old entry back; it is still whole
+		}
+		return fmt.Errorf("replacing %s from %s: %w", final, staged, err)
+	}
+	if moved {
+		// Readers that were copying the old entry may fail and retry; the
+		// new entry holds at least what the old one did.
+		_ = os.RemoveAll(old)
+	}
+	return syncPath(filepath.Dir(final))
+}
+
 // RemoveStaging removes what killed jobs left while preparing final: the
 // staging files and directories of final (any job, any process) untouched
 // for longer than olderThan at now. Recent ones may belong to a live writer

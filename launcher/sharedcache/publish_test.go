@@ -185,3 +185,40 @@ func TestRemoveDeadStaging(t *testing.T) {
 	assert.FileExists(t, live)
 	assert.FileExists(t, other)
 }
+
+func TestReplaceDir(t *testing.T) {
+	for name, existing := range map[string]bool{"over an entry": true, "no entry yet": false} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			final := filepath.Join(dir, "prefill-k")
+			if existing {
+				require.NoError(t, os.MkdirAll(final, 0o755))
+				require.NoError(t, os.WriteFile(filepath.Join(final, "old.cubin"), []byte("old"), 0o644))
+			}
+			staged := StagingPath(final, "7", 3)
+			require.NoError(t, os.MkdirAll(staged, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(staged, "new.cubin"), []byte("new"), 0o644))
+
+			require.NoError(t, ReplaceDir(staged, final, "7", 3))
+			entries, err := os.ReadDir(final)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"new.cubin"}, names(entries))
+			left, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"prefill-k"}, names(left), "neither the staged nor the old entry is left")
+		})
+	}
+}
+
+func TestReplaceDirWithoutAStagedDirKeepsTheOldEntry(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "prefill-k")
+	require.NoError(t, os.MkdirAll(final, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(final, "old.cubin"), []byte("old"), 0o644))
+	err := ReplaceDir(filepath.Join(dir, "missing-staging"), final, "7", 3)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), final)
+	got, err := os.ReadFile(filepath.Join(final, "old.cubin"))
+	require.NoError(t, err, "the old entry is still there")
+	assert.Equal(t, "old", string(got))
+}

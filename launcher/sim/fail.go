@@ -25,6 +25,11 @@ const (
 	// StageHang serves for a while, then stops answering: a frontend whose
 	// requests never return, a worker that prints nothing more.
 	StageHang = "hang"
+	// StageSyncFail is a precompile that compiles every kernel and then
+	// fails as compile_deep_gemm does when the server refuses its last
+	// request (images without the FAKE_BOOTSTRAP_HOST fix): a traceback
+	// ending in "RuntimeError: Sync request failed: ..." and exit 1.
+	StageSyncFail = "syncfail"
 )
 
 // Failure is one entry of WIDEEP_SIM_FAIL:
@@ -33,7 +38,8 @@ const (
 //
 // host is a node name or "*"; role is worker (the default: any SGLang
 // worker), prefill, decode, frontend, precompile or "*"; stage is startup,
-// serve=<duration>, noregister, deregister=<duration> or hang=<duration>;
+// serve=<duration>, noregister, deregister=<duration>, hang=<duration> or
+// syncfail (precompile only);
 // code defaults to 1 (only startup and serve exit). Entries are separated by
 // commas, e.g. "gpu06:startup:3,*/frontend:serve=30s:1,gpu05:deregister=2s".
 type Failure struct {
@@ -65,7 +71,7 @@ func ParseFailures(spec string) ([]Failure, error) {
 		}
 		fl, err := parseFailure(entry)
 		if err != nil {
-			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration>, noregister, deregister=<duration> or hang=<duration>)", entry, err)
+			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration>, noregister, deregister=<duration>, hang=<duration> or syncfail)", entry, err)
 		}
 		out = append(out, fl)
 	}
@@ -89,7 +95,7 @@ func parseFailure(entry string) (Failure, error) {
 	}
 	stage, arg, hasArg := strings.Cut(parts[1], "=")
 	switch stage {
-	case StageStartup, StageNoRegister:
+	case StageStartup, StageNoRegister, StageSyncFail:
 		if hasArg {
 			return Failure{}, fmt.Errorf("stage %s takes no '=' argument", stage)
 		}

@@ -154,7 +154,9 @@ var precompileFlags = func() []flagDef {
 			out = append(out, d)
 		}
 	}
-	return append(out, opt(kindFloat, "timeout"))
+	// An argparse int in compile_deep_gemm (@06c48ca8): "--timeout 1.5" is
+	// an error there.
+	return append(out, opt(kindInt, "timeout"))
 }()
 
 // frontendFlags are the dynamo.frontend flags the stand-in knows.

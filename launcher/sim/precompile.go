@@ -75,6 +75,14 @@ func (s *standIn) runPrecompile(argv []string) int {
 		}
 		written++
 	}
+	if fl, ok := findFailure(fails, names, rolePrecompile, StageSyncFail); ok {
+		// compile_deep_gemm's own words (python/sglang/compile_deep_gemm.py
+		// @06c48ca8); what follows the colon is the server's answer.
+		fmt.Fprintf(s.stderr, "Traceback (most recent call last):\n  File \"compile_deep_gemm.py\", line 160, in run_compile\n"+
+			"RuntimeError: Sync request failed: {\"error\":{\"message\":\"bootstrap_room is required\"}}\n")
+		s.logf("injected failure %s: %d kernel(s) compiled, then the sync request failed", fl, written)
+		return s.finish(rec, fl.Code, "sync request failed after compiling")
+	}
 	s.logf("done: %d kernel(s) compiled, %d already cached", written, cached)
 	if err := s.linger(a); err != nil {
 		s.logf("%s: %v", EnvPrecompileLinger, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -199,6 +200,9 @@ func (s *standIn) runWorker(argv []string) int {
 	rec := s.newRecord(cfg.role, ModuleWorker)
 	rec.NodeRank, rec.NNodes, rec.DistInitAddr, rec.Model = cfg.rank, cfg.nnodes, cfg.distInit, cfg.model
 	rec.Listen = map[string]string{}
+	// What DeepGEMM would find precompiled; the rest it compiles at run time.
+	rec.CacheDir = s.cacheDir()
+	rec.Kernels, _ = filepath.Glob(filepath.Join(rec.CacheDir, "cache", "kernel.*", "kernel.cubin"))
 	s.save(rec)
 	if err := s.checkFree(cfg.checkPorts); err != nil {
 		s.logf("%v", err)

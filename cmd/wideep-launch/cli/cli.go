@@ -26,6 +26,8 @@ type System struct {
 	Now       func() time.Time
 	// Executable is the path of this binary, re-executed for simulation stand-ins.
 	Executable func() (string, error)
+	// GPUModel names this node's GPU (nvidia-smi), for the DeepGEMM cache key.
+	GPUModel func() (string, error)
 }
 
 // OSSystem is the System of the real process.
@@ -38,6 +40,7 @@ func OSSystem() System {
 		Environ:    os.Environ,
 		Now:        time.Now,
 		Executable: os.Executable,
+		GPUModel:   nvidiaSMIModel,
 	}
 }
 

@@ -90,6 +90,7 @@ func runPlan(sys System, args []string) error {
 		*jobID = "offline"
 	}
 	spec.ResolveGPUs(slurmGPUs)
+	finishSpec(fs, sys.LookupEnv, sys.Environ(), &spec)
 
 	if rf.runtime != runtimeAuto {
 		// auto depends on where the job's tasks run, not on this machine.
@@ -101,7 +102,7 @@ func runPlan(sys System, args []string) error {
 	}
 	var wrap deploy.Wrapper
 	if spec.Runtime == deploy.RuntimeEnroot {
-		c, err := rf.commands(spec, *jobID)
+		c, err := rf.commands(spec, *jobID, "")
 		if err != nil {
 			return err
 		}

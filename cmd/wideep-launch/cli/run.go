@@ -66,7 +66,7 @@ func runRun(sys System, args []string) error {
 	rvHost := fs.String("rendezvous-host", "", "address or name the nodes use to reach node 0 (empty: its Slurm node name, which must resolve on every node) (env "+EnvName("rendezvous-host")+")")
 	fs.DurationVar(&opts.RendezvousTimeout, "rendezvous-timeout", def.RendezvousTimeout, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
 	fs.DurationVar(&opts.InfraTimeout, "infra-timeout", def.InfraTimeout, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
-	fs.DurationVar(&opts.PrecompileTimeout, "precompile-timeout", def.PrecompileTimeout, "how long the DeepGEMM precompile may take (env "+EnvName("precompile-timeout")+")")
+	fs.DurationVar(&opts.HealthProgress, "progress-interval", def.HealthProgress, "how often a waiting node says what it still waits for: node 0 for the deployment's health, every node for a DeepGEMM compile (env "+EnvName("progress-interval")+")")
 	fs.DurationVar(&opts.PeerTimeout, "peer-timeout", def.PeerTimeout, "a node silent this long on the rendezvous is lost and the job ends (env "+EnvName("peer-timeout")+")")
 	fs.DurationVar(&opts.HealthInterval, "health-interval", def.HealthInterval, "after READY, how often node 0 checks the frontend (env "+EnvName("health-interval")+")")
 	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
@@ -96,8 +96,9 @@ func runRun(sys System, args []string) error {
 	}
 	if err := checkDurations(fs, map[string]time.Duration{
 		"grace": opts.Grace, "health-timeout": opts.HealthTimeout, "rendezvous-timeout": opts.RendezvousTimeout,
-		"infra-timeout": opts.InfraTimeout, "precompile-timeout": opts.PrecompileTimeout, "peer-timeout": opts.PeerTimeout,
-		"health-interval": opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
+		"infra-timeout": opts.InfraTimeout, "precompile-timeout": spec.PrecompileTimeout, "peer-timeout": opts.PeerTimeout,
+		"progress-interval": opts.HealthProgress,
+		"health-interval":   opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
 	}, map[string]time.Duration{"canary-interval": opts.CanaryInterval}); err != nil {
 		return err
 	}
@@ -128,6 +129,11 @@ func runRun(sys System, args []string) error {
 	}
 	spec.NodeSource = env.NodeListVar
 	spec.ResolveGPUs(env.GPUsOnNode)
+	finishSpec(fs, sys.LookupEnv, sys.Environ(), &spec)
+	gpuFrom := "--gpu-model"
+	if spec.GPUModel == "" {
+		spec.GPUModel, gpuFrom = detectGPUModel(sys, *simulate)
+	}
 	opts.SkipRoutes = !*checkRoutes
 	var why string
 	if spec.Runtime, why, err = rf.resolve(sys); err != nil {
@@ -162,14 +168,16 @@ func runRun(sys System, args []string) error {
 		Runtime:        runtime,
 		RuntimeReason:  why,
 		// The program's one reaper of child processes.
-		Reaper:    supervise.NewReaper(),
-		Environ:   sys.Environ(),
-		LookupEnv: sys.LookupEnv,
-		LogWriter: logOut,
-		LogLevel:  level,
-		Output:    sys.Stdout,
-		Signals:   sigs,
-		Now:       sys.Now,
+		Reaper:       supervise.NewReaper(),
+		JobAlive:     squeueAlive,
+		GPUModelFrom: gpuFrom,
+		Environ:      sys.Environ(),
+		LookupEnv:    sys.LookupEnv,
+		LogWriter:    logOut,
+		LogLevel:     level,
+		Output:       sys.Stdout,
+		Signals:      sigs,
+		Now:          sys.Now,
 	}
 	return rt.Run(context.Background())
 }

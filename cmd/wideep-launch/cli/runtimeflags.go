@@ -92,7 +92,8 @@ func (f *runtimeFlags) enrootRuntime(sys System, spec deploy.Spec, jobID string)
 	if err != nil {
 		return nil, usageErrorf("--image %q: %v", spec.Image, err)
 	}
-	c, err := f.commands(spec, jobID)
+	host, _ := sys.LookupEnv("SLURMD_NODENAME")
+	c, err := f.commands(spec, jobID, host)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +101,6 @@ func (f *runtimeFlags) enrootRuntime(sys System, spec deploy.Spec, jobID string)
 	if data == "" {
 		data = enroot.DataPath(sys.LookupEnv)
 	}
-	host, _ := sys.LookupEnv("SLURMD_NODENAME")
 	data = strings.NewReplacer("%j", jobID, "%h", host).Replace(data)
 	// The infra node's etcd data and NATS files live in the job's local
 	// directory, written by the launcher and read in the container.
@@ -144,15 +144,24 @@ func squeueAlive(o sharedcache.Owner) (alive, known bool) {
 	return false, false
 }
 
-// commands is what `plan --show-commands` shows of the enroot runtime;
-// nil for the other runtimes.
-func (f *runtimeFlags) commands(spec deploy.Spec, jobID string) (enroot.Commands, error) {
+// commands is the enroot runtime's part of the commands on host ("": any
+// node, as `plan --show-commands` shows them).
+func (f *runtimeFlags) commands(spec deploy.Spec, jobID, host string) (enroot.Commands, error) {
 	im, err := enroot.ParseImage(spec.Image)
 	if err != nil {
 		return enroot.Commands{}, usageErrorf("--image %q: %v", spec.Image, err)
 	}
-	// The shared cache holds the DeepGEMM kernels the workers read.
+	// The shared cache holds the DeepGEMM kernels; the node-local copies the
+	// workers read are seeded by the launcher, outside the container, at
+	// the same path.
 	mounts := []enroot.Mount{{Src: spec.CacheDir, Dst: spec.CacheDir}}
+	if spec.DGCacheMode == deploy.DGCacheLocal {
+		if host == "" {
+			host = "%h"
+		}
+		dg := spec.JobDGLocalDir(jobID, host)
+		mounts = append(mounts, enroot.Mount{Src: dg, Dst: dg, Create: true})
+	}
 	for _, s := range spec.ContainerMounts {
 		m, err := enroot.ParseMount(s)
 		if err != nil {

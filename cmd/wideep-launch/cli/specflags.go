@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"fmt"
+	"path"
+
 	"github.com/spf13/pflag"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/dgcache"
 )
 
 // bindSpecFlags binds the deployment flags, shared by plan and run, to the
@@ -58,7 +62,53 @@ func bindSpecFlags(fs *pflag.FlagSet, s *deploy.Spec) {
 	fs.BoolVar(&s.NoNATS, "no-nats", s.NoNATS, withEnv("no-nats", "no NATS at all (Dynamo > 0.8 with the TCP request plane)"))
 	str(&s.NATSMaxPayload, "nats-max-payload", "NATS max_payload, at most 64MB (empty: the NATS default 1MB, "+
 		"too small for long inputs: dynamo#9734)")
-	fs.BoolVar(&s.Precompile, "precompile", s.Precompile, withEnv("precompile", "precompile DeepGEMM kernels on every worker node before starting the workers"))
+	fs.Var((*precompileMode)(&s.Precompile), "precompile", withEnv("precompile", "when the first worker of each layout "+
+		"compiles DeepGEMM kernels before the workers start: auto (when node 0 finds them missing from <cache-dir>/deepgemm), "+
+		"always (and replace the cached ones), never"))
+	fs.DurationVar(&s.PrecompileTimeout, "precompile-timeout", s.PrecompileTimeout, withEnv("precompile-timeout",
+		"how long one DeepGEMM compile may take, and how long node 0 waits for another job compiling the same kernels "+
+			"(compile_deep_gemm gets it as its --timeout)"))
+	fs.BoolVar(&s.PrecompileStrict, "precompile-strict", s.PrecompileStrict, withEnv("precompile-strict", "fail when "+
+		"compile_deep_gemm exits non-zero even after its known 'Sync request failed' error, which leaves every kernel compiled"))
+	str(&s.ImageDigest, "image-digest", "the image's sha256:<hex> digest: keys the DeepGEMM cache instead of --image, "+
+		"so a retag does not recompile and an image rebuilt in place does")
+	str(&s.GPUModel, "gpu-model", "GPU model in the DeepGEMM cache key (empty: nvidia-smi --query-gpu=name on each node)")
+	str(&s.DGLocalDir, "dg-local-dir", "node-local directory the DeepGEMM kernels are copied to and compiled in, "+
+		"%j the job id, %h the node (default $SLURM_TMPDIR/wideep-dg when SLURM_TMPDIR is set)")
+	str(&s.DGCacheMode, "dg-cache-mode", "where the workers read DeepGEMM kernels: local (a node-local copy) or "+
+		"shared (the shared cache entry itself; DeepGEMM writing there from many nodes is DeepEP #683's race)")
+}
+
+// finishSpec fills in what depends on the environment rather than on flags:
+// the kernel-relevant variables of the DeepGEMM key, and a node-local
+// directory that Slurm provides.
+func finishSpec(fs *pflag.FlagSet, lookup func(string) (string, bool), environ []string, s *deploy.Spec) {
+	s.KernelEnv = dgcache.KernelEnv(environ)
+	if _, fromEnv := lookup(EnvName("dg-local-dir")); !fs.Changed("dg-local-dir") && !fromEnv {
+		if tmp, ok := lookup("SLURM_TMPDIR"); ok && path.IsAbs(tmp) {
+			s.DGLocalDir = path.Join(tmp, "wideep-dg")
+		}
+	}
+}
+
+// precompileMode is --precompile: auto, always or never, and the boolean
+// spellings of the flag it replaced (true is auto, false never).
+type precompileMode string
+
+func (m *precompileMode) String() string { return string(*m) }
+func (m *precompileMode) Type() string   { return "auto|always|never" }
+func (m *precompileMode) Set(v string) error {
+	switch v {
+	case deploy.PrecompileAuto, deploy.PrecompileAlways, deploy.PrecompileNever:
+	case "true", "1":
+		v = deploy.PrecompileAuto
+	case "false", "0":
+		v = deploy.PrecompileNever
+	default:
+		return fmt.Errorf("want auto, always or never")
+	}
+	*m = precompileMode(v)
+	return nil
 }
 
 func withEnv(flag, usage string) string { return usage + " (env " + EnvName(flag) + ")" }

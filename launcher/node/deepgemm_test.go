@@ -1,0 +1,162 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/dgcache"
+)
+
+// runUntilReady starts the cluster, waits for node 0's endpoint, then stops
+// the job as scancel does and waits for every node.
+func (c *cluster) runUntilReady() {
+	c.t.Helper()
+	c.start()
+	require.Eventually(c.t, func() bool { _, err := os.Stat(c.endpointFile()); return err == nil },
+		time.Minute, 20*time.Millisecond, "node 0 publishes the endpoint")
+	for _, s := range c.sigs {
+		s <- syscall.SIGTERM
+	}
+	c.wait(time.Minute)
+}
+
+// precompiledOn lists the hosts whose precompile stand-in ran.
+func (c *cluster) precompiledOn() []string {
+	var hosts []string
+	for _, h := range c.hosts {
+		if _, err := os.Stat(filepath.Join(c.work, "records", h+".precompile.json")); err == nil {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+// 3P×2 + 1D×2: on a cold cache only the first worker of each layout
+// compiles (nodes 0-1 for prefill, 6-7 for decode) while prefill workers 1
+// and 2 wait; every worker then reads its kernels from node-local storage,
+// through both variable names. A second job on the same cache compiles
+// nothing.
+func TestMultiNodeDeepGEMMColdThenWarm(t *testing.T) {
+	shared := t.TempDir()
+	// The model path is part of the key: the jobs share it, as on a cluster.
+	model := filepath.Join(shared, "model")
+	require.NoError(t, os.MkdirAll(model, 0o755))
+	layout := func(s *deploy.Spec) {
+		s.PrefillWorkers, s.PrefillNodesPerWorker = 3, 2
+		s.DecodeWorkers, s.DecodeNodesPerWorker = 1, 2
+		s.CacheDir, s.ModelPath = filepath.Join(shared, "cache"), model
+	}
+	cold := newClusterWith(t, "81", layout, "WIDEEP_SIM_PRECOMPILE_DELAY=300ms")
+	cold.runUntilReady()
+	assert.Equal(t, []string{"node1", "node2", "node7", "node8"}, cold.precompiledOn())
+
+	plan, err := deploy.NewPlan(cold.nodes[0].Spec, "81", cold.hosts, nil)
+	require.NoError(t, err)
+	require.Len(t, plan.DeepGEMM, 2)
+	for _, set := range plan.DeepGEMM {
+		comp, err := dgcache.ReadComplete(set.Entry)
+		require.NoError(t, err, "%s published", set.Name())
+		assert.Equal(t, "81", comp.JobID)
+		assert.Equal(t, cold.hosts[set.CompilerNodes[0]], comp.Host, "the compiling worker's node rank 0 publishes")
+		assert.Equal(t, 3, comp.Kernels)
+		assert.Equal(t, "test GPU", comp.Inputs["gpu_model"])
+	}
+	for i, host := range cold.hosts {
+		role, set := "prefill", plan.DeepGEMM[0]
+		if i >= 6 {
+			role, set = "decode", plan.DeepGEMM[1]
+		}
+		rec := readRecord(t, filepath.Join(cold.work, "records"), host, role)
+		local := filepath.Join(cold.work, "dg-"+host, set.Name())
+		assert.Equal(t, local, rec.Env["SGLANG_DG_CACHE_DIR"], host)
+		assert.Equal(t, local, rec.Env["SGL_DG_CACHE_DIR"], host)
+		assert.Len(t, rec.Kernels, 3, "%s: the worker found every kernel in its node-local copy", host)
+	}
+	assert.True(t, hasLine(cold.logs[2].String(), "DeepGEMM kernels ready on this node", `"kernels_here":3`, `"files_copied":6`),
+		"prefill worker 1 compiled nothing: it copied worker 0's kernels from the shared cache")
+
+	warm := newClusterWith(t, "82", layout)
+	warm.runUntilReady()
+	assert.Empty(t, warm.precompiledOn(), "a warm cache starts no compile at all")
+	for i, host := range warm.hosts {
+		role := "prefill"
+		if i >= 6 {
+			role = "decode"
+		}
+		rec := readRecord(t, filepath.Join(warm.work, "records"), host, role)
+		assert.Len(t, rec.Kernels, 3, "%s: seeded from the shared cache", host)
+		assert.True(t, hasLine(warm.logs[i].String(), "DeepGEMM cache hit"), host)
+	}
+
+	// A kernel-relevant flag is another layout: decode compiles again,
+	// prefill does not.
+	again := newClusterWith(t, "83", func(s *deploy.Spec) {
+		layout(s)
+		s.DecodeArgs = []string{"--cuda-graph-bs 1 2 4"}
+	})
+	again.runUntilReady()
+	assert.Equal(t, []string{"node7", "node8"}, again.precompiledOn())
+}
+
+// The known compile_deep_gemm failure that leaves every kernel compiled:
+// published with a warning, or, with --precompile-strict, the job fails
+// naming the node.
+func TestMultiNodeDeepGEMMSyncFailure(t *testing.T) {
+	t.Run("lenient", func(t *testing.T) {
+		c := newClusterWith(t, "84", nil, "WIDEEP_SIM_FAIL=node1/precompile:syncfail")
+		c.runUntilReady()
+		plan, err := deploy.NewPlan(c.nodes[0].Spec, "84", c.hosts, nil)
+		require.NoError(t, err)
+		comp, err := dgcache.ReadComplete(plan.DeepGEMM[0].Entry)
+		require.NoError(t, err)
+		assert.Contains(t, comp.Warning, "Sync request failed")
+	})
+	t.Run("strict", func(t *testing.T) {
+		c := newClusterWith(t, "85", func(s *deploy.Spec) { s.PrecompileStrict = true }, "WIDEEP_SIM_FAIL=node1/precompile:syncfail")
+		c.start()
+		errs := c.wait(time.Minute)
+		for i, err := range errs {
+			require.Error(t, err, "node %d", i)
+			assert.Contains(t, err.Error(), "node 0 (node1): DeepGEMM compile prefill-", "node %d", i)
+			assert.Contains(t, err.Error(), "Sync request failed", "node %d", i)
+		}
+		plan, err := deploy.NewPlan(c.nodes[0].Spec, "85", c.hosts, nil)
+		require.NoError(t, err)
+		assert.NoDirExists(t, plan.DeepGEMM[0].Entry, "nothing published")
+		entries, _ := os.ReadDir(filepath.Dir(plan.DeepGEMM[0].Entry))
+		names := []string{}
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		assert.False(t, slices.ContainsFunc(names, func(n string) bool { return filepath.Ext(n) == ".lock" }),
+			"node 0 released its locks: %v", names)
+		assert.Empty(t, ourChildren(t))
+	})
+}
+
+// A compile that outlives --precompile-timeout fails the job clearly,
+// publishes nothing and leaves no lock for the next job.
+func TestMultiNodeDeepGEMMTimeout(t *testing.T) {
+	c := newClusterWith(t, "86", func(s *deploy.Spec) { s.PrecompileTimeout = 2 * time.Second },
+		"WIDEEP_SIM_PRECOMPILE_DELAY=60s")
+	c.start()
+	for i, err := range c.wait(time.Minute) {
+		require.Error(t, err, "node %d", i)
+		assert.Contains(t, err.Error(), "did not finish within its timeout (2s)", "node %d", i)
+	}
+	plan, err := deploy.NewPlan(c.nodes[0].Spec, "86", c.hosts, nil)
+	require.NoError(t, err)
+	dir := filepath.Dir(plan.DeepGEMM[0].Entry)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "no entry, no staging directory, no lock")
+	assert.Empty(t, ourChildren(t))
+}

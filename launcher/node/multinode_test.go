@@ -299,12 +299,16 @@ func TestMultiNodeReadyThenStopped(t *testing.T) {
 
 func TestMultiNodePreflightFailureReportedByEveryNode(t *testing.T) {
 	c := newCluster(t)
-	// Something holds node 3's SGLang port.
-	ln, err := net.Listen("tcp", net.JoinHostPort(nodeAddr(3), strconv.Itoa(c.nodes[0].Spec.SGLangPort)))
+	// Something holds SGLang's tokenizer port (--dist-init-port+1) on node
+	// 6, a decode node that is not its worker's head: SGLang test-binds it
+	// there too.
+	spec := c.nodes[0].Spec
+	ln, err := net.Listen("tcp", net.JoinHostPort(nodeAddr(6), strconv.Itoa(spec.DistInitPort+1)))
 	require.NoError(t, err)
 	defer ln.Close()
 	c.start()
-	want := fmt.Sprintf("node 3 (node4): port %d: already in use on this node", c.nodes[0].Spec.SGLangPort)
+	want := fmt.Sprintf("node 6 (node7): port %d (SGLang tokenizer, from --dist-init-addr node5:%d): "+
+		"already in use on this node by PID %d (", spec.DistInitPort+1, spec.DistInitPort, os.Getpid())
 	for i, err := range c.wait(time.Minute) {
 		require.Error(t, err, "node %d", i)
 		assert.Equal(t, exitcode.Input, exitCode(err), "node %d exits 2", i)
@@ -313,6 +317,30 @@ func TestMultiNodePreflightFailureReportedByEveryNode(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(c.work, "records"))
 	assert.Empty(t, entries, "nothing was started")
+	assert.Empty(t, ourChildren(t))
+}
+
+// A port taken between the preflight and the worker's start (here: after
+// the precompile) stops the node before the worker starts, naming the port
+// and its holder.
+func TestMultiNodeWorkerPortTakenBeforeStart(t *testing.T) {
+	c := newCluster(t, "WIDEEP_SIM_PRECOMPILE_DELAY=1s")
+	spec := c.nodes[0].Spec
+	c.start()
+	c.waitLog(time.Minute, `"process":"precompile"`, "process started")
+	ln, err := net.Listen("tcp", net.JoinHostPort(nodeAddr(6), strconv.Itoa(spec.NCCLPort)))
+	require.NoError(t, err)
+	defer ln.Close()
+	errs := c.wait(time.Minute)
+	want := fmt.Sprintf("starting decode: port %d (NCCL init (--nccl-port)): already in use on this node by PID %d",
+		spec.NCCLPort, os.Getpid())
+	require.Error(t, errs[6])
+	assert.Contains(t, errs[6].Error(), want)
+	_, err = os.Stat(filepath.Join(c.work, "records", "node7.decode.json"))
+	assert.True(t, os.IsNotExist(err), "node 6's worker never started")
+	for i, err := range errs {
+		assert.Error(t, err, "node %d: the job ended", i)
+	}
 	assert.Empty(t, ourChildren(t))
 }
 

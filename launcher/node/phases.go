@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
@@ -59,9 +60,13 @@ func (r *run) preflight(context.Context, time.Duration) error {
 		BindHost:   r.n.Runtime.BindHost(),
 	}
 	seen := map[string]bool{}
+	cfg.PortUse = map[int]string{}
 	for _, p := range me.Processes {
 		for _, port := range p.Ports {
 			cfg.Ports = append(cfg.Ports, port.Port)
+			if _, ok := cfg.PortUse[port.Port]; !ok {
+				cfg.PortUse[port.Port] = portUse(me, r.n.Spec, port)
+			}
 		}
 		if exe := r.n.Runtime.Executable(p); !seen[exe] {
 			seen[exe] = true
@@ -196,11 +201,44 @@ func (r *run) startServices(ctx context.Context, _ time.Duration) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		// The precompile's server has handed its ports over (supervise waits
+		// for its leftovers, then kills them); anything else holding one now
+		// would kill the worker seconds after it starts.
+		if busy := r.portsTaken(p.Name); len(busy) > 0 {
+			return fmt.Errorf("starting %s: %s", p.Name, strings.Join(busy, "; "))
+		}
 		if err := r.sup.Start(p); err != nil {
 			return r.causeOr(fmt.Errorf("starting %s: %w", p.Name, err))
 		}
 	}
 	return nil
+}
+
+// portsTaken re-checks the ports of this node's process name, as the
+// preflight did.
+func (r *run) portsTaken(name string) []string {
+	for _, p := range r.me.Processes {
+		if p.Name != name || len(p.Ports) == 0 {
+			continue
+		}
+		ports := make([]int, len(p.Ports))
+		use := make(map[int]string, len(p.Ports))
+		for i, port := range p.Ports {
+			ports[i] = port.Port
+			use[port.Port] = portUse(r.offline.Nodes[r.idx], r.n.Spec, port)
+		}
+		return preflight.CheckPorts(r.n.Runtime.BindHost(), ports, use, "")
+	}
+	return nil
+}
+
+// portUse says what needs port on node n, naming the worker's actual
+// --dist-init-addr for SGLang's ports above it.
+func portUse(n deploy.NodePlan, s deploy.Spec, port deploy.Port) string {
+	if strings.HasPrefix(port.Flag, "--dist-init-port") && n.Head != "" {
+		return fmt.Sprintf("%s, from --dist-init-addr %s:%d", port.What, n.Head, s.DistInitPort)
+	}
+	return port.Describe()
 }
 
 // serve reports the startup timeline to node 0, runs node 0's health gate,

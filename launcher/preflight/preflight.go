@@ -28,6 +28,9 @@ type Config struct {
 	// every address, as the processes' --host 0.0.0.0 does).
 	Ports    []int
 	BindHost string
+	// PortUse says what needs a port, for the problem line: "SGLang
+	// tokenizer, from --dist-init-addr gpu05:29500".
+	PortUse map[int]string
 	// GPUs is how many GPUs this node's processes need.
 	GPUs int
 	// GPUsOnNode is SLURM_GPUS_ON_NODE (0 when unset: then only the device
@@ -113,20 +116,32 @@ func errProbe(what string, check func() error) probe {
 }
 
 func checkPorts(cfg Config) []string {
-	procDir := cmp.Or(cfg.ProcDir, "/proc")
+	return CheckPorts(cfg.BindHost, cfg.Ports, cfg.PortUse, cfg.ProcDir)
+}
+
+// CheckPorts says which of ports cannot be bound at bindHost now, one
+// line each: "port 29501 (SGLang tokenizer, from ...): already in use on
+// this node by PID 1234 (python3 ...)". use (may be nil) says what needs
+// each port; procDir is where /proc is ("": /proc), to name the holder.
+func CheckPorts(bindHost string, ports []int, use map[int]string, procDir string) []string {
+	procDir = cmp.Or(procDir, "/proc")
 	var problems []string
 	seen := map[int]bool{}
-	for _, p := range cfg.Ports {
+	for _, p := range ports {
 		if seen[p] {
 			continue
 		}
 		seen[p] = true
+		name := fmt.Sprintf("port %d", p)
+		if u := use[p]; u != "" {
+			name += " (" + u + ")"
+		}
 		if p < 1 || p > 65535 {
-			problems = append(problems, fmt.Sprintf("port %d: out of range 1-65535", p))
+			problems = append(problems, name+": out of range 1-65535")
 			continue
 		}
-		if err := checkPortFree(cfg.BindHost, p, procDir); err != nil {
-			problems = append(problems, fmt.Sprintf("port %d: %s", p, err))
+		if err := checkPortFree(bindHost, p, procDir); err != nil {
+			problems = append(problems, name+": "+err.Error())
 		}
 	}
 	return problems

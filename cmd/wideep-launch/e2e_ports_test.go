@@ -1,0 +1,80 @@
+package main
+
+// SGLang's port model on the real 8-node Slurm: what each node must have
+// free, checked before anything heavy starts, and the precompile's ports
+// handed over to the worker.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/slurm/slurmtest"
+)
+
+func TestE2EPorts(t *testing.T) {
+	c := slurmtest.Start(t, slurmtest.Options{})
+	nodes := c.Nodes()
+	require.Len(t, nodes, 8)
+
+	t.Run("tokenizer_port_held_on_a_non_head_decode_node", func(t *testing.T) {
+		// Node index 6 (node7) is decode worker 0's node rank 2: SGLang
+		// test-binds the head's P..P+5 there too, so 29501 held by anyone
+		// would kill the worker after its weights started loading.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		holder := c.NodeCommand(ctx, "node7", launcherBin, "sim", "linger", "0.0.0.0:29501", "forever")
+		out, err := holder.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, holder.Start())
+		defer func() { _ = holder.Process.Kill() }()
+		buf := make([]byte, 1)
+		_, err = io.ReadFull(out, buf) // "!" once it listens
+		require.NoError(t, err)
+
+		j := submit(t, c, nil)
+		job := j.wait(60 * time.Second)
+		assert.Equal(t, "FAILED", job.State)
+		want := fmt.Sprintf("node 6 (node7): port 29501 (SGLang tokenizer, from --dist-init-addr node5:29500): "+
+			"already in use on this node by PID %d (", holder.Process.Pid)
+		for _, h := range nodes {
+			log := j.launcherLog(h)
+			if !assert.Contains(t, log, want, "%s reports node 6's holder", h) {
+				continue
+			}
+			assert.Contains(t, log, `"exit_code":2`, "%s exits 2", h)
+		}
+		assert.Empty(t, j.compiledOn(), "nothing heavy started")
+		_ = holder.Process.Kill() // the test's own process, not the job's
+		_ = holder.Wait()
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("precompile_hands_its_port_over", func(t *testing.T) {
+		// Node rank 0's compile_deep_gemm leaves a child on the dist-init
+		// port for 2 s after it exits: the worker starts once it is gone,
+		// and nothing is killed.
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_PRECOMPILE_LINGER": "2s"})
+		j.waitReady(90 * time.Second)
+		assert.NotContains(t, j.launcherLog("node1"), "still running after it ended")
+		require.NoError(t, c.Cancel(j.id))
+		j.wait(60 * time.Second)
+		assertNoLeftovers(t, c)
+
+		// One that never lets go (it ignores SIGTERM) is killed after the
+		// grace, with a line naming it, and the worker still starts.
+		k := submit(t, c, map[string]string{"WIDEEP_SIM_PRECOMPILE_LINGER": "forever"})
+		k.waitReady(90 * time.Second)
+		log := k.launcherLog("node1")
+		assert.Contains(t, log, "processes of precompile still running after it ended; killing them (SIGKILL)")
+		assert.Contains(t, log, "sim linger", "the line names the leftover")
+		require.NoError(t, c.Cancel(k.id))
+		k.wait(60 * time.Second)
+		assertNoLeftovers(t, c)
+	})
+}

@@ -194,6 +194,7 @@ type simRecord struct {
 	Reason   string   `json:"reason"`
 	CacheDir string   `json:"cache_dir"`
 	Kernels  []string `json:"kernels"`
+	CPUs     int      `json:"cpus"`
 }
 
 func readRecord(t *testing.T, dir, node, role string) simRecord {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/wideep/wideep-launch/launcher/address"
 	"github.com/wideep/wideep-launch/launcher/deploy"
@@ -63,6 +64,9 @@ type Options struct {
 	// ImageTimeout bounds the runtime's preparation: an image import and
 	// the container's creation.
 	ImageTimeout time.Duration
+	// CPUAffinity is CPUAffinityAll (default: the processes get every CPU
+	// the job may use on the node) or CPUAffinityInherit (the launcher's).
+	CPUAffinity string
 	// PassSlurmEnv passes the launcher step's own SLURM_CPU_BIND*,
 	// SLURM_TRES_PER_TASK, ... on to the processes.
 	PassSlurmEnv bool
@@ -201,9 +205,10 @@ type run struct {
 	plan     *deploy.Plan // with every node's address
 	me       deploy.NodePlan
 	addr     string
-	kernels  kernelRun // the DeepGEMM phase
-	detail   string    // the current phase's line in the timeline
-	problems []string  // this node's preflight findings
+	kernels  kernelRun    // the DeepGEMM phase
+	cpus     *unix.CPUSet // the processes' CPU affinity; nil inherits the launcher's
+	detail   string       // the current phase's line in the timeline
+	problems []string     // this node's preflight findings
 
 	client   *rendezvous.Client
 	server   *rendezvous.Server // node 0 only

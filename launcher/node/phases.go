@@ -172,6 +172,7 @@ func (r *run) startSupervisor() error {
 	r.sup = s
 	r.supMu.Unlock()
 	go r.watchExits(s)
+	r.cpuAffinity()
 	r.procs = r.processes(r.me.Processes)
 	return nil
 }

@@ -202,7 +202,41 @@ func (r *run) procSpec(p deploy.Process, base []string) supervise.ProcSpec {
 	}
 	argv, env := r.n.Runtime.Command(p, env)
 	return supervise.ProcSpec{
-		Name: p.Name, Argv: argv, Env: env, Oneshot: p.Oneshot,
+		Name: p.Name, Argv: argv, Env: env, Oneshot: p.Oneshot, CPUs: r.cpus,
 		LogPath: filepath.Join(r.jobDir, r.host+"."+p.Name+".log"),
 	}
+}
+
+// CPU affinity modes (Options.CPUAffinity).
+const (
+	CPUAffinityAll     = "all"
+	CPUAffinityInherit = "inherit"
+)
+
+// cpuAffinity decides the CPUs of the node's processes. With one task per
+// node, Slurm may bind the launcher to a few cores (--cpu-bind, or a
+// template's default), and every worker would inherit them: a 8-GPU worker
+// with its schedulers on one core. "all" gives them every CPU the job may
+// use on the node; "inherit" keeps the launcher's binding.
+func (r *run) cpuAffinity() {
+	own, allowed, err := supervise.AllowedCPUs()
+	if err != nil {
+		r.log.Warn().Err(err).Msg("cannot read the CPUs this job may use on the node; the processes inherit the launcher's")
+		return
+	}
+	if own == allowed {
+		r.log.Debug().Int("cpus", own.Count()).Msg("the launcher may run on every CPU of the job on this node")
+		return
+	}
+	if r.n.Options.CPUAffinity == CPUAffinityInherit {
+		r.log.Warn().Int("launcher_cpus", own.Count()).Int("job_cpus", allowed.Count()).
+			Msgf("the processes inherit the launcher's binding: %d of the %d CPUs the job may use on this node (--cpu-affinity inherit)",
+				own.Count(), allowed.Count())
+		return
+	}
+	r.cpus = &allowed
+	r.log.Warn().Int("launcher_cpus", own.Count()).Int("job_cpus", allowed.Count()).
+		Msgf("the launcher is bound to %d of the %d CPUs the job may use on this node (Slurm's task binding); "+
+			"its processes get all %d (--cpu-affinity inherit keeps the binding; srun --cpu-bind=none avoids it)",
+			own.Count(), allowed.Count(), allowed.Count())
 }

@@ -62,6 +62,9 @@ type ProcSpec struct {
 	// Oneshot marks a process that is expected to finish (precompile): its
 	// exit with code 0 is not critical.
 	Oneshot bool
+	// CPUs, when set, is the CPU affinity the process starts with; nil
+	// inherits the launcher's (see AllowedCPUs).
+	CPUs *unix.CPUSet
 }
 
 // Supervisor runs the processes of one node and makes sure none outlives it.
@@ -148,6 +151,7 @@ type startRequest struct {
 	path  string
 	argv  []string
 	attr  *syscall.ProcAttr
+	cpus  *unix.CPUSet
 	p     *proc
 	reply chan error
 }
@@ -208,7 +212,7 @@ func (s *Supervisor) starter() {
 		if req.p.waiter != nil {
 			req.p.before = s.Reaper.orphansLocked()
 		}
-		pid, err := syscall.ForkExec(req.path, req.argv, req.attr)
+		pid, err := forkExec(req)
 		if err == nil {
 			// Registered before the reaper can look again, so the exit is
 			// never mistaken for an orphan's.
@@ -300,6 +304,7 @@ func (s *Supervisor) start(spec ProcSpec, waiter chan Exit) (*proc, error) {
 			Files: []uintptr{devNull.Fd(), w.Fd(), w.Fd()},
 			Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 		},
+		cpus:  spec.CPUs,
 		p:     p,
 		reply: make(chan error, 1),
 	}

@@ -73,6 +73,7 @@ func runRun(sys System, args []string) error {
 	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
 	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
 	fs.BoolVar(&opts.PassSlurmEnv, "pass-slurm-env", false, "pass the launcher step's own SLURM_CPU_BIND*, SLURM_TRES_PER_TASK, ... to the processes (env "+EnvName("pass-slurm-env")+")")
+	fs.StringVar(&opts.CPUAffinity, "cpu-affinity", node.CPUAffinityAll, "CPUs of the node's processes: all (every CPU the job may use on the node, whatever Slurm bound the launcher to) or inherit (the launcher's binding) (env "+EnvName("cpu-affinity")+")")
 	checkRoutes := fs.Bool("check-routes", true, "before anything starts, test the connections the workers will make between nodes on their planned ports (env "+EnvName("check-routes")+")")
 	secretFile := fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
 	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
@@ -101,6 +102,9 @@ func runRun(sys System, args []string) error {
 		"health-interval":   opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
 	}, map[string]time.Duration{"canary-interval": opts.CanaryInterval}); err != nil {
 		return err
+	}
+	if opts.CPUAffinity != node.CPUAffinityAll && opts.CPUAffinity != node.CPUAffinityInherit {
+		return usageErrorf("--cpu-affinity %q (or %s): want all or inherit", opts.CPUAffinity, EnvName("cpu-affinity"))
 	}
 	if opts.CanaryFailures < 1 {
 		return usageErrorf("--canary-failures %d (or %s): must be at least 1", opts.CanaryFailures, EnvName("canary-failures"))

@@ -1,13 +1,16 @@
 package main
 
-// SGLang's port model on the real 8-node Slurm: what each node must have
-// free, checked before anything heavy starts, and the precompile's ports
-// handed over to the worker.
+// What a node's processes get, on the real 8-node Slurm: SGLang's ports
+// checked free before anything heavy starts, the precompile's ports handed
+// over to the worker, and the CPUs.
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -17,7 +20,7 @@ import (
 	"github.com/wideep/wideep-launch/slurm/slurmtest"
 )
 
-func TestE2EPorts(t *testing.T) {
+func TestE2ENode(t *testing.T) {
 	c := slurmtest.Start(t, slurmtest.Options{})
 	nodes := c.Nodes()
 	require.Len(t, nodes, 8)
@@ -75,6 +78,28 @@ func TestE2EPorts(t *testing.T) {
 		assert.Contains(t, log, "sim linger", "the line names the leftover")
 		require.NoError(t, c.Cancel(k.id))
 		k.wait(60 * time.Second)
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("launcher_pinned_to_one_cpu", func(t *testing.T) {
+		// As Slurm's task binding may leave it: the workers still get every
+		// CPU the job may use, and the log says so with the numbers.
+		wrapper := filepath.Join(t.TempDir(), "pinned-launcher")
+		require.NoError(t, os.WriteFile(wrapper, []byte("#!/bin/sh\nexec taskset -c 0 "+launcherBin+" \"$@\"\n"), 0o755))
+		j := submit(t, c, map[string]string{"LAUNCHER": wrapper})
+		j.waitReady(90 * time.Second)
+		allowed := runtime.NumCPU()
+		require.GreaterOrEqual(t, allowed, 2, "the lab machine has 2 CPUs")
+		for i, h := range nodes {
+			role := "prefill"
+			if i >= 4 {
+				role = "decode"
+			}
+			assert.Equal(t, allowed, readRecord(t, j.recordDir(), h, role).CPUs, "%s's worker runs on every CPU", h)
+			assert.Contains(t, j.launcherLog(h), fmt.Sprintf("the launcher is bound to 1 of the %d CPUs the job may use", allowed), h)
+		}
+		require.NoError(t, c.Cancel(j.id))
+		j.wait(60 * time.Second)
 		assertNoLeftovers(t, c)
 	})
 }

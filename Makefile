@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/wideep/wideep-launch/cmd/wideep-launch/cli.Vers
 # Debian packages the tests use for real components (see README "What is real").
 DEB_PKGS  := gcc libc6-dev curl slurmctld slurmd slurm-client munge etcd-server nats-server clustershell iproute2 util-linux procps squashfs-tools nftables
 
-.PHONY: all build test test-e2e bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
+.PHONY: all build test test-e2e faults bench bench-hostlist fuzz deps cluster-up cluster-down demo clean
 
 all: build
 
@@ -36,6 +36,12 @@ test: deps
 test-e2e: deps
 	$(GO) test -count=1 -timeout 20m -v -run 'TestE2E' ./cmd/wideep-launch/
 
+# The fault matrix (issue #12): every fault of README "A job is a gang", with and
+# without srun --kill-on-bad-exit, on the local 8-node Slurm; prints the table.
+faults: deps build
+	WIDEEP_FAULTS_REPORT=$(CURDIR)/faults.md $(GO) test -count=1 -timeout 30m -v -run TestE2EFaultMatrix ./cmd/wideep-launch/
+	cat faults.md
+
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/...
 	bash launcher/bench/overhead.sh $(BIN)
@@ -44,10 +50,15 @@ bench: deps build
 bench-hostlist: deps
 	bash slurm/hostlistbench/bench.sh
 
-FUZZTIME ?= 30s
+# Each target runs FUZZTIME: hostlists, the Slurm tasks-per-node format,
+# --prefill-arg entries, rendezvous messages and the frontend's /health body.
+FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./slurm -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./slurm -run '^$$' -fuzz '^FuzzParseTasksPerNode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./launcher/deploy -run '^$$' -fuzz '^FuzzParseArgEdit$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./launcher/rendezvous -run '^$$' -fuzz '^FuzzReadMessages$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./launcher/health -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 cluster-up: deps
 	bash slurm/lab/up.sh

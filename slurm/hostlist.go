@@ -22,12 +22,14 @@ import (
 //     bits (clamped);
 //   - numbers up to 2^64-1 work (22.05 drops 2^64-1 and loops forever on a
 //     prefix group ending there);
-//   - one expression expands to at most 4,194,304 names (22.05: ~2^31).
+//   - one expression expands to at most 4,194,304 names (22.05: ~2^31);
+//   - ASCII control characters (NUL, escape, CR, ...) are refused: 22.05
+//     keeps them in a name.
 //
 // Grammar (separators only count outside brackets):
 //
 //	hostlist := sep* token (sep+ token)* sep*     sep := ',' | ' ' | '\t' | '\n'
-//	token    := text? ('[' items ']' text?)*      text: no separators, no '[' or ']'
+//	token    := text? ('[' items ']' text?)*      text: no separators, '[', ']' or control characters
 //	items    := item (',' item)*                  item := DIGITS | DIGITS '-' DIGITS
 const (
 	// maxRangeHosts is Slurm's MAX_RANGE: one lo-hi item names at most this
@@ -147,6 +149,10 @@ func isSep(c byte) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' 
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
+// isControl is an ASCII control character ('\t' and '\n' too, but those
+// are separators, taken before a name is scanned).
+func isControl(c byte) bool { return c < ' ' || c == 0x7f }
+
 func (p *parsedHostlist) errorf(pos int, text, format string, a ...any) *HostlistError {
 	if len(text) > maxErrText {
 		text = text[:maxErrText] + "..."
@@ -176,6 +182,11 @@ func parseHostlist(expr string) (*parsedHostlist, error) {
 			case ']':
 				return nil, p.errorf(i, "]", "unmatched ']'")
 			default:
+				if isControl(expr[i]) {
+					// A NUL or an escape sequence in a name is never a host
+					// (and a NUL cannot be passed on to any program).
+					return nil, p.errorf(i, expr[i:i+1], "control character in a host name")
+				}
 				i++
 			}
 		}

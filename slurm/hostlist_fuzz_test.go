@@ -20,6 +20,7 @@ func FuzzExpand(f *testing.F) {
 		"node[3-1]", "node[]", "node[a-b]", "node[1-2", "node[1-2]]", "node[-1]", "node[1--2]",
 		"node[00000-65536]", "", " ", "n[1,,2]", "a[1[2]]", "n[18446744073709551614-18446744073709551615]",
 		"n[98-101]", "[1-2]a[3]", "a[0-32767,0-32768]b[0-1]", "n[0-65535]m[0-63]",
+		"gpu\x0001", "n1\r,n2", "a[1-2]\x1bb", "n\x7f",
 	} {
 		f.Add(s)
 	}
@@ -45,6 +46,8 @@ func FuzzExpand(f *testing.F) {
 		for _, n := range names {
 			require.NotEmpty(t, n)
 			require.False(t, strings.ContainsAny(n, ", \t\n[]"), "name %q of %q", n, expr)
+			require.False(t, strings.ContainsFunc(n, func(c rune) bool { return c < ' ' || c == 0x7f }),
+				"control character in name %q of %q", n, expr)
 			built += len(n)
 		}
 		for _, tok := range p.tokens {

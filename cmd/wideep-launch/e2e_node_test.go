@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +102,44 @@ func TestE2ENode(t *testing.T) {
 		}
 		require.NoError(t, c.Cancel(j.id))
 		j.wait(60 * time.Second)
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("stalled_worker", func(t *testing.T) {
+		// node5 (decode head) goes silent during its start-up: with
+		// --stall-timeout 5s the job ends a few seconds later (not at the
+		// health timeout), every node naming node 4, its worker and what it
+		// last said; summary.json and `wideep-launch summary` say so too.
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_FAIL": "node5:hang", "WIDEEP_STALL_TIMEOUT": "5s"})
+		job := j.wait(90 * time.Second)
+		assert.Equal(t, "FAILED", job.State)
+		const want = "node 4 (node5): decode worker 0 stalled: no output for "
+		for _, h := range nodes {
+			log := j.launcherLog(h)
+			if !strings.Contains(log, want) {
+				assert.Contains(t, log, "did not fail", "%s names node 4 or was stopped", h)
+			}
+		}
+		log5 := j.launcherLog("node5")
+		assert.Contains(t, log5, want)
+		assert.Contains(t, log5, "Load weight begin", "the worker's last lines")
+		out, err := exec.Command(launcherBin, "summary", j.logDir()).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		t.Logf("wideep-launch summary:\n%s", out)
+		assert.Contains(t, string(out), "summary: STALLED")
+		assert.Contains(t, string(out), "first failure: node 4 (node5), process decode")
+		assert.Contains(t, string(out), "| sim decode worker [node5 node-rank 0/4]: Load weight begin")
+		assertNoLeftovers(t, c)
+	})
+
+	t.Run("slow_but_printing_is_not_stalled", func(t *testing.T) {
+		j := submit(t, c, map[string]string{"WIDEEP_SIM_STARTUP_DELAY": "12s", "WIDEEP_STALL_TIMEOUT": "5s"})
+		j.waitReady(90 * time.Second)
+		require.NoError(t, c.Cancel(j.id))
+		j.wait(60 * time.Second)
+		out, err := exec.Command(launcherBin, "summary", j.logDir()).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(out), "summary: READY, THEN STOPPED")
 		assertNoLeftovers(t, c)
 	})
 }

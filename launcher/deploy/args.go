@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/wideep/wideep-launch/launcher/argspec"
 )
@@ -56,6 +58,10 @@ func parseArgEdits(v *validator, r roleSpec) ([]argEdit, bool) {
 				err = fmt.Errorf("%s is not a default %s flag, nothing to remove", e.flag, r.role)
 			}
 		}
+		if errors.Is(err, errQuote) {
+			err = fmt.Errorf("%w; use one %s per flag (\"--flag value\"), and --flag=value for a value with spaces or quotes "+
+				"(kept as one argument)", err, r.flag("arg"))
+		}
 		if err != nil {
 			v.addf("%s %q: %v", r.flag("arg"), raw, err)
 			ok = false
@@ -66,6 +72,13 @@ func parseArgEdits(v *validator, r roleSpec) ([]argEdit, bool) {
 	return edits, ok
 }
 
+// errQuote is an entry with a quote outside the value of --flag=value.
+var errQuote = errors.New("quotes are not removed: an entry is split on white space and a quote would reach SGLang as it is")
+
+// parseArgEdit parses one --prefill-arg/--decode-arg entry. An entry is
+// split on white space and gets no quote processing: a quote would reach
+// SGLang as it is, so it is refused (errQuote), except inside the one value
+// of --flag=value, which is kept whole (JSON, say).
 func parseArgEdit(raw string) (argEdit, error) {
 	var e argEdit
 	s := strings.TrimSpace(raw)
@@ -73,22 +86,38 @@ func parseArgEdit(raw string) (argEdit, error) {
 		e.remove = true
 		s = strings.TrimSpace(s[1:])
 	}
-	if !strings.HasPrefix(s, "--") || len(s) == 2 {
+	// The flag ends at '=' or at any white space the values are split on (a
+	// newline kept in the flag would reach SGLang inside one argument).
+	e.flag = s
+	i := strings.IndexFunc(s, func(c rune) bool { return c == '=' || unicode.IsSpace(c) })
+	if i >= 0 {
+		e.flag = s[:i]
+	}
+	if !strings.HasPrefix(e.flag, "--") || len(e.flag) == 2 {
 		return e, fmt.Errorf("want --flag [value], --flag=value or !--flag")
 	}
-	if i := strings.IndexAny(s, "= \t"); i >= 0 {
-		e.flag = s[:i]
-		rest := s[i+1:]
+	if i >= 0 {
 		if s[i] == '=' {
-			e.vals, e.joined = []string{rest}, true
+			e.vals, e.joined = []string{s[i+1:]}, true
 		} else {
-			e.vals = strings.Fields(rest)
+			_, size := utf8.DecodeRuneInString(s[i:])
+			e.vals = strings.Fields(s[i+size:])
 		}
-	} else {
-		e.flag = s
 	}
 	if e.remove && len(e.vals) > 0 {
 		return e, fmt.Errorf("!%s removes a flag and takes no value", e.flag)
+	}
+	const quotes = `'"`
+	split := []string{e.flag}
+	if !e.joined {
+		split = append(split, e.vals...)
+	}
+	if slices.ContainsFunc(split, func(w string) bool { return strings.ContainsAny(w, quotes) }) {
+		return e, errQuote
+	}
+	if e.joined && strings.IndexAny(e.vals[0], quotes) == 0 {
+		return e, fmt.Errorf("quotes are not removed: they would reach SGLang as part of the value; write %s=%s",
+			e.flag, strings.Trim(e.vals[0], quotes))
 	}
 	return e, nil
 }

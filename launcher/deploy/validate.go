@@ -93,23 +93,7 @@ func (s Spec) validateFields(v *validator) {
 	if strings.TrimSpace(s.ServedModelName) == "" {
 		v.addf("--served-model-name is empty")
 	}
-	switch s.Runtime {
-	case "", RuntimeHost, RuntimePyxis:
-	case RuntimeEnroot:
-		if strings.TrimSpace(s.Image) == "" {
-			v.addf("--runtime enroot needs --image (a squashfs file, or a registry image such as nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.8.0)")
-		}
-		if s.ImageCache != "" && !path.IsAbs(s.ImageCache) {
-			v.addf("--image-cache %q: must be an absolute path on storage shared by all nodes", s.ImageCache)
-		}
-	default:
-		v.addf("--runtime %q: want auto, host, pyxis or enroot", s.Runtime)
-	}
-	for _, m := range s.ContainerMounts {
-		if err := checkMount(m); err != nil {
-			v.addf("--container-mount %q: %v", m, err)
-		}
-	}
+	s.validateRuntime(v)
 	switch s.Precompile {
 	case PrecompileAuto, PrecompileAlways, PrecompileNever:
 	default:
@@ -200,6 +184,18 @@ func (s Spec) validateRole(v *validator, r roleSpec) {
 		v.addf("%s %d: a worker spans at least one whole node", r.flag("nodes-per-worker"), r.nodes)
 	}
 	edits, ok := parseArgEdits(v, r)
+	for _, e := range edits {
+		if e.remove || !isPPFlag(e.flag) {
+			continue
+		}
+		// sizes ignores a pipeline-parallel size below 1, which SGLang
+		// does not: the layout check would pass a worker that cannot start.
+		val := strings.Join(e.vals, " ")
+		if n, err := strconv.Atoi(val); err != nil || n < 1 {
+			v.addf("%s: %s %s: the pipeline-parallel size must be a whole number of at least 1", r.flag("arg"), e.flag, val)
+			ok = false
+		}
+	}
 	if ok {
 		s.checkWorkerArgs(v, r)
 	}
@@ -236,11 +232,43 @@ func (s Spec) validateRole(v *validator, r roleSpec) {
 	}
 }
 
+// validateRuntime checks what the container runtime needs.
+func (s Spec) validateRuntime(v *validator) {
+	switch s.Runtime {
+	case "", RuntimeHost, RuntimePyxis:
+	case RuntimeEnroot:
+		if strings.TrimSpace(s.Image) == "" {
+			v.addf("--runtime enroot needs --image (a squashfs file, or a registry image such as nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.8.0)")
+		}
+		if s.ImageCache != "" && !path.IsAbs(s.ImageCache) {
+			v.addf("--image-cache %q: must be an absolute path on storage shared by all nodes", s.ImageCache)
+		}
+		// These are bind-mounted into the container as they are, and
+		// enroot's --mount cannot carry a ':' or white space.
+		mounted := []struct{ flag, val string }{{"cache-dir", s.CacheDir}, {"local-dir", s.LocalDir}}
+		if s.DGCacheMode == DGCacheLocal {
+			mounted = append(mounted, struct{ flag, val string }{"dg-local-dir", s.DGLocalDir})
+		}
+		for _, d := range mounted {
+			if strings.ContainsAny(d.val, ": \t\n") {
+				v.addf("--%s %q: holds a ':' or white space, which enroot cannot mount into the container", d.flag, d.val)
+			}
+		}
+	default:
+		v.addf("--runtime %q: want auto, host, pyxis or enroot", s.Runtime)
+	}
+	for _, m := range s.ContainerMounts {
+		if err := checkMount(m); err != nil {
+			v.addf("--container-mount %q: %v", m, err)
+		}
+	}
+}
+
 // sizes are the role's tp, dp and pp sizes; pp comes from its extra args.
 func (s Spec) sizes(r roleSpec, edits []argEdit) (tp, dp, pp int) {
 	pp = 1
 	for _, e := range edits {
-		if !e.remove && (e.flag == "--pp-size" || e.flag == "--pipeline-parallel-size") && len(e.vals) == 1 {
+		if !e.remove && isPPFlag(e.flag) && len(e.vals) == 1 {
 			if n, err := strconv.Atoi(e.vals[0]); err == nil && n > 0 {
 				pp = n
 			}
@@ -256,6 +284,8 @@ func (s Spec) sizes(r roleSpec, edits []argEdit) (tp, dp, pp int) {
 	}
 	return tp, dp, pp
 }
+
+func isPPFlag(flag string) bool { return flag == "--pp-size" || flag == "--pipeline-parallel-size" }
 
 func validEnvName(k string) bool {
 	if k == "" {

@@ -42,6 +42,9 @@ type Options struct {
 	// HealthTimeout bounds node 0's wait for the frontend to serve the model
 	// with every worker registered.
 	HealthTimeout time.Duration
+	// StallTimeout: a worker with no output for this long during start-up
+	// is stalled, and the job ends (HealthTimeout stays the outer bound).
+	StallTimeout time.Duration
 	// HealthProgress is how often a waiting node says what it still waits
 	// for: node 0 for the deployment's health, every node for a DeepGEMM
 	// compile.
@@ -73,6 +76,12 @@ type Options struct {
 	// SkipRoutes skips the check of the connections between nodes on the
 	// workers' planned ports, made before anything starts.
 	SkipRoutes bool
+	// SkipChecks waives named preflight checks (preflight.Checks).
+	SkipChecks []string
+	// PreflightSysroot is where the fabric checks read sys/, proc/ and
+	// dev/shm: a fake tree, which makes them run in simulation too. ""
+	// is "/" on a GPU node; a simulated node then skips them.
+	PreflightSysroot string
 }
 
 // DefaultOptions are the timings of a production job.
@@ -83,6 +92,7 @@ func DefaultOptions() Options {
 		InfraTimeout:      5 * time.Minute,
 		HealthTimeout:     60 * time.Minute,
 		HealthProgress:    30 * time.Second,
+		StallTimeout:      15 * time.Minute,
 		StopSettle:        2 * time.Second,
 		PeerTimeout:       rendezvous.DefaultPeerTimeout,
 		ImageTimeout:      60 * time.Minute,
@@ -139,7 +149,8 @@ type NodeRuntime struct {
 // already logged.
 func (n *NodeRuntime) Run(ctx context.Context) error {
 	n.defaults()
-	r := &run{n: n, env: n.Slurm, idx: n.Slurm.NodeIndex, host: n.Slurm.Host, started: n.Now(), signalled: make(chan struct{})}
+	r := &run{n: n, env: n.Slurm, idx: n.Slurm.NodeIndex, host: n.Slurm.Host, started: n.Now(), signalled: make(chan struct{}),
+		ready: make(chan struct{}), tracker: newProgressTracker(n.Now)}
 	r.jobDir = filepath.Join(n.Spec.LogDir, r.env.JobID)
 	r.log = r.newLogger()
 	defer r.closeLogs()
@@ -153,7 +164,7 @@ func (n *NodeRuntime) defaults() {
 	o := &n.Options
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&o.Grace, &d.Grace}, {&o.RendezvousTimeout, &d.RendezvousTimeout}, {&o.InfraTimeout, &d.InfraTimeout},
-		{&o.HealthTimeout, &d.HealthTimeout},
+		{&o.HealthTimeout, &d.HealthTimeout}, {&o.StallTimeout, &d.StallTimeout},
 		{&o.HealthProgress, &d.HealthProgress}, {&o.StopSettle, &d.StopSettle}, {&o.PeerTimeout, &d.PeerTimeout}, {&o.ImageTimeout, &d.ImageTimeout},
 		{&o.HealthInterval, &d.HealthInterval}, {&o.HealthLostTimeout, &d.HealthLostTimeout},
 	} {
@@ -189,26 +200,35 @@ func (n *NodeRuntime) defaults() {
 
 // run is the state of one Run, filled in phase by phase.
 type run struct {
-	n       *NodeRuntime
-	env     *slurm.Env
-	idx     int
-	host    string
-	jobDir  string
-	log     zerolog.Logger
-	started time.Time
-	timing  []Timing
+	n        *NodeRuntime
+	env      *slurm.Env
+	idx      int
+	host     string
+	jobDir   string
+	log      zerolog.Logger
+	started  time.Time
+	timing   []Timing // under timingMu
+	timingMu sync.Mutex
 
 	ctx    context.Context // the node's: ends when the node stops
 	cancel context.CancelCauseFunc
 
-	offline  *deploy.Plan // from host names, before the rendezvous
-	plan     *deploy.Plan // with every node's address
-	me       deploy.NodePlan
-	addr     string
-	kernels  kernelRun    // the DeepGEMM phase
-	cpus     *unix.CPUSet // the processes' CPU affinity; nil inherits the launcher's
-	detail   string       // the current phase's line in the timeline
-	problems []string     // this node's preflight findings
+	offline *deploy.Plan // from host names, before the rendezvous
+	plan    *deploy.Plan // with every node's address
+	me      deploy.NodePlan
+	addr    string
+	kernels kernelRun    // the DeepGEMM phase
+	cpus    *unix.CPUSet // the processes' CPU affinity; nil inherits the launcher's
+
+	tracker   *progressTracker // the processes' output, for stalls and reports
+	ready     chan struct{}    // closed when node 0 announces READY
+	readyOnce sync.Once
+	failure   *Failure           // why this node failed, for node 0's summary
+	reports   map[int]nodeReport // node 0: every node's last report, collected at the teardown
+	readyAt   time.Time          // node 0: when the deployment became READY
+	detail    string             // the current phase's line in the timeline
+	problems  []string           // this node's preflight findings
+	facts     map[string]string  // this node's preflight facts, for node 0's crossCheck
 
 	client   *rendezvous.Client
 	server   *rendezvous.Server // node 0 only

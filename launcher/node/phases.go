@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -75,12 +74,24 @@ func (r *run) preflight(context.Context, time.Duration) error {
 		// The SGLang worker is named after its role.
 		if p.Name == string(me.Role) {
 			cfg.GPUs = r.offline.GPUsPerNode
+			cfg.RDMA = preflight.RDMAUsers(p.Argv)
 		}
 	}
 	if me.Role != deploy.RoleInfra {
 		cfg.ModelPath = r.n.Spec.ModelPath
 	}
-	r.problems = preflight.Check(cfg)
+	r.namedChecks(&cfg)
+	rep := preflight.Run(cfg)
+	r.problems = rep.Problems
+	if rep.GPUModel != "" {
+		r.facts = map[string]string{factGPUModel: rep.GPUModel}
+	}
+	if rep.GPUs != "" {
+		r.log.Info().Str("gpus", rep.GPUs).Msg("GPUs (nvidia-smi)")
+	}
+	for _, w := range rep.Warnings {
+		r.log.Warn().Str("warning", w).Msg("preflight warning")
+	}
 	for _, p := range r.problems {
 		r.log.Error().Str("problem", p).Msg("preflight failed")
 	}
@@ -102,7 +113,7 @@ func (r *run) meet(ctx context.Context, limit time.Duration) error {
 	}
 	cfg := rendezvous.Config{
 		JobID: r.env.JobID, Key: key, Size: len(r.env.Nodes), Hosts: r.env.Nodes,
-		Deadline: limit, PeerTimeout: r.n.Options.PeerTimeout, Log: r.log,
+		Deadline: limit, PeerTimeout: r.n.Options.PeerTimeout, Log: r.log, Check: r.crossCheck,
 	}
 	port := fmt.Sprint(r.offline.RendezvousPort)
 	rvHost := r.env.Nodes[0]
@@ -130,12 +141,13 @@ func (r *run) meet(ctx context.Context, limit time.Duration) error {
 	stopLater := context.AfterFunc(ctx, func() { time.AfterFunc(time.Second, jcancel) })
 	defer stopLater()
 	client, table, err := rendezvous.Join(jctx, target, cfg,
-		rendezvous.Member{Index: r.idx, Host: r.host, Addr: r.addr, Problems: r.problems})
+		rendezvous.Member{Index: r.idx, Host: r.host, Addr: r.addr, Problems: r.problems, Facts: r.facts})
 	if err != nil {
 		return err
 	}
 	r.client = client
 	go r.watchPeers()
+	go r.watchNotices()
 	r.log.Info().Int("nodes", len(table)).Msg("all nodes joined")
 
 	addrs := make([]string, len(table))
@@ -167,7 +179,8 @@ func (r *run) startSupervisor() error {
 	if err := supervise.BecomeSubreaper(); err != nil {
 		r.log.Warn().Err(err).Msg("cannot become a child subreaper: orphans of crashed workers may escape")
 	}
-	s := &supervise.Supervisor{Log: r.log, Output: r.n.Output, Prefix: r.host, Grace: r.n.Options.Grace, Reaper: r.n.Reaper}
+	s := &supervise.Supervisor{Log: r.log, Output: r.n.Output, Prefix: r.host, Grace: r.n.Options.Grace, Reaper: r.n.Reaper,
+		OnLine: r.tracker.line}
 	r.supMu.Lock()
 	r.sup = s
 	r.supMu.Unlock()
@@ -208,6 +221,7 @@ func (r *run) startServices(ctx context.Context, _ time.Duration) error {
 		if busy := r.portsTaken(p.Name); len(busy) > 0 {
 			return fmt.Errorf("starting %s: %s", p.Name, strings.Join(busy, "; "))
 		}
+		r.tracker.started(0, p.Name)
 		if err := r.sup.Start(p); err != nil {
 			return r.causeOr(fmt.Errorf("starting %s: %w", p.Name, err))
 		}
@@ -246,13 +260,8 @@ func portUse(n deploy.NodePlan, s deploy.Spec, port deploy.Port) string {
 // and waits until the node stops.
 func (r *run) serve(ctx context.Context, limit time.Duration) error {
 	if ctx.Err() == nil {
-		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-		if b, err := json.Marshal(r.timing); err == nil {
-			if err := r.client.Report(rctx, b); err != nil && ctx.Err() == nil {
-				r.log.Warn().Err(err).Msg("could not report the timeline to node 0")
-			}
-		}
-		rcancel()
+		r.sendReport(ctx, "starting", nil)
+		go r.watchStartup(ctx)
 	}
 	if r.idx == 0 {
 		r.gate.Add(1)

@@ -59,6 +59,7 @@ func (r *run) execute(parent context.Context) (err error) {
 	defer func() {
 		r.printTimeline()
 		r.logEnd(err)
+		r.writeSummary(err)
 	}()
 	defer r.teardown()
 
@@ -86,7 +87,7 @@ func (r *run) runPhase(p phase) error {
 	start := r.n.Now()
 	err := p.run(r, r.ctx, limit)
 	d := r.n.Now().Sub(start)
-	r.timing = append(r.timing, Timing{Name: p.name, Start: start, Duration: d, Detail: r.detail})
+	r.addTiming(Timing{Name: p.name, Start: start, Duration: d, Detail: r.detail})
 	r.detail = ""
 	switch {
 	case err == nil:

@@ -159,11 +159,14 @@ func (r *run) announce(err error) {
 	var ae *rendezvous.AbortError
 	var st *StoppedError
 	var ee *ExitError
+	var se *StallError
 	var msg string
 	stopped := false
 	switch {
 	case errors.As(err, &ae):
 		return
+	case errors.As(err, &se):
+		msg = err.Error()
 	case err == nil:
 		msg, stopped = fmt.Sprintf("node %d (%s) stopped gracefully (SIGUSR1: time limit approaching)", r.idx, r.host), true
 	case errors.As(err, &st):
@@ -175,6 +178,9 @@ func (r *run) announce(err error) {
 	default:
 		msg = fmt.Sprintf("node %d (%s): %v", r.idx, r.host, err)
 	}
+	if !stopped {
+		r.reportFailure(err, msg)
+	}
 	switch {
 	case r.client != nil:
 		r.client.Abort(msg, stopped)
@@ -182,6 +188,25 @@ func (r *run) announce(err error) {
 		// Node 0 could not join its own rendezvous: tell those who did.
 		r.server.Stop(msg)
 	}
+}
+
+// reportFailure tells node 0 why this node fails, with the last lines of
+// the process that did it, before the job ends: the summary names the
+// first failure.
+func (r *run) reportFailure(err error, msg string) {
+	f := r.failure
+	if f == nil {
+		f = &Failure{Node: r.idx, Host: r.host, Message: msg}
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			f.Process, f.Code = ee.Process, ee.Code
+			if st, ok := r.tracker.status(ee.Process, true); ok {
+				f.LastLines = st.LastLines
+			}
+		}
+	}
+	r.failure = f
+	r.sendReport(r.ctx, "failed", f)
 }
 
 // ExitError is a supervised process that ended the node: its code is the
@@ -284,9 +309,9 @@ func (r *run) logEnd(err error) {
 			Msgf("NODE FAILED: %s (node %d (%s) stopped its processes: the job is a gang)", ae.Msg, r.idx, r.host)
 	case errors.As(err, &st):
 		r.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
-	case errors.As(err, &ee):
-		// ExitError names the node itself.
-		r.log.Error().Str("process", ee.Process).Int("exit_code", code).Msg("NODE FAILED: " + err.Error())
+	case errors.As(err, &ee), errors.As(err, new(*StallError)):
+		// These name the node themselves.
+		r.log.Error().Int("exit_code", code).Msg("NODE FAILED: " + err.Error())
 	default:
 		// The error in the message, not a field: the console shows its lines as lines.
 		r.log.Error().Int("exit_code", code).Msgf("NODE FAILED: node %d (%s): %v", r.idx, r.host, err)

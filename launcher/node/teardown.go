@@ -15,6 +15,7 @@ import (
 // the endpoint file, the rendezvous (node 0 first collects every node's
 // timeline).
 func (r *run) teardown() {
+	r.finalReport()
 	if s := r.supervisor(); s != nil {
 		start := r.n.Now()
 		// The gate must not announce READY while processes stop (its ctx
@@ -34,7 +35,7 @@ func (r *run) teardown() {
 			}
 		}
 		d := r.n.Now().Sub(start)
-		r.timing = append(r.timing, Timing{Name: "teardown", Start: start, Duration: d})
+		r.addTiming(Timing{Name: "teardown", Start: start, Duration: d})
 		r.log.Info().Str("phase", "teardown").Dur("duration", d).Msg("phase done")
 	}
 	// Node 0's own client goes first: its goodbye is what tells the server
@@ -54,6 +55,9 @@ func (r *run) healthGate(ctx context.Context, limit time.Duration) {
 	exp := health.ExpectFor(r.plan)
 	progress := func(elapsed time.Duration, missing string) {
 		r.log.Info().Dur("elapsed", elapsed).Str("waiting_for", missing).Msg("deployment not ready yet")
+		if line := r.jobProgress(); line != "" {
+			r.log.Info().Dur("elapsed", elapsed).Msg("start-up: " + line)
+		}
 	}
 	_, err := health.WaitReady(ctx, r.n.HTTP, r.plan.Frontend, exp, progress, r.n.Options.HealthProgress, limit)
 	if ctx.Err() != nil {
@@ -71,6 +75,9 @@ func (r *run) healthGate(ctx context.Context, limit time.Duration) {
 	if err := publishFile(r.endpointFile(), []byte(r.plan.Frontend+"\n")); err != nil {
 		r.log.Error().Err(err).Msg("writing the endpoint file")
 	}
+	r.readyAt = r.n.Now()
+	// Every node stops watching its workers' start-up.
+	r.server.Notify(noticeReady, nil)
 	r.watchHealth(ctx, exp)
 }
 

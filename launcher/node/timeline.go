@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -22,12 +23,26 @@ type Timing struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// addTiming records a phase; the start-up watch reads the timeline meanwhile.
+func (r *run) addTiming(t Timing) {
+	r.timingMu.Lock()
+	defer r.timingMu.Unlock()
+	r.timing = append(r.timing, t)
+}
+
+// timeline is a copy of the phases so far.
+func (r *run) timeline() []Timing {
+	r.timingMu.Lock()
+	defer r.timingMu.Unlock()
+	return slices.Clone(r.timing)
+}
+
 // printTimeline prints this node's phase durations, one screen at most.
 func (r *run) printTimeline() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "timeline node %d (%s):", r.idx, r.host)
 	var total time.Duration
-	for _, p := range r.timing {
+	for _, p := range r.timeline() {
 		fmt.Fprintf(&b, " %s=%s", p.Name, fmtDur(p.Duration))
 		if p.Detail != "" {
 			fmt.Fprintf(&b, "(%s)", p.Detail)
@@ -68,13 +83,21 @@ func (r *run) printAllTimelines() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	all := map[int][]Timing{}
-	for i, b := range r.server.Reports(ctx) {
-		var t []Timing
-		if err := json.Unmarshal(b, &t); err != nil {
-			r.log.Warn().Err(err).Int("from_node", i).Msg("unreadable timeline report")
+	r.reports = map[int]nodeReport{}
+	final := func(b json.RawMessage) bool {
+		var rep nodeReport
+		return json.Unmarshal(b, &rep) == nil && rep.Final
+	}
+	for i, b := range r.server.ReportsWhere(ctx, final) {
+		var rep nodeReport
+		if err := json.Unmarshal(b, &rep); err != nil {
+			r.log.Warn().Err(err).Int("from_node", i).Msg("unreadable report")
 			continue
 		}
-		all[i] = t
+		r.reports[i] = rep
+		if len(rep.Timeline) > 0 {
+			all[i] = rep.Timeline
+		}
 	}
 	if len(all) == 0 {
 		return

@@ -46,10 +46,12 @@ func (hostFS) ReadDir(name string) ([]fs.DirEntry, error)   { return os.ReadDir(
 func (hostFS) CreateTemp(dir, pattern string) (File, error) { return os.CreateTemp(dir, pattern) }
 
 // probe is one check that may hang: what names the thing it checks (the
-// start of its problem lines), run returns the problems it found.
+// start of its problem lines), run returns the problems it found, hang
+// guesses why it would not answer ("" is a hung filesystem).
 type probe struct {
 	what string
 	run  func() []string
+	hang string
 }
 
 // runProbes runs every probe at once and returns each one's problems, in
@@ -82,7 +84,7 @@ func runProbes(probes []probe, timeout time.Duration) [][]string {
 		case <-deadline.C:
 			for i, p := range probes {
 				if !answered[i] {
-					results[i] = []string{fmt.Sprintf("%s: no answer within %s (hung filesystem?)", p.what, timeout)}
+					results[i] = []string{fmt.Sprintf("%s: no answer within %s (%s)", p.what, timeout, cmp.Or(p.hang, "hung filesystem?"))}
 				}
 			}
 			return results

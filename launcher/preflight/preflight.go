@@ -1,8 +1,10 @@
 // Package preflight checks, on each node and in its first seconds,
 // everything cheap that would otherwise fail late, after other nodes have
 // started heavy work: model path, shared and log directories, the ports the
-// node will bind, GPUs, executables. Every problem names the thing and why;
-// the rendezvous then reports all nodes' problems to every node at once.
+// node will bind, GPUs, executables; and the named checks (Checks) of the
+// fabric and the GPUs, each of which --skip-check can waive. Every problem
+// names the thing and why; the rendezvous then reports all nodes' problems
+// to every node at once.
 package preflight
 
 import (
@@ -36,7 +38,8 @@ type Config struct {
 	// GPUsOnNode is SLURM_GPUS_ON_NODE (0 when unset: then only the device
 	// files are counted).
 	GPUsOnNode int
-	// Simulate skips the GPU check: stand-ins need no GPU.
+	// Simulate skips the /dev/nvidia* check: stand-ins need no GPU (the
+	// named GPU checks ask NvidiaSMI, a stand-in too then).
 	Simulate bool
 	// Executables must be found in PATH (or exist, when given as paths), as
 	// LookPath sees them.
@@ -58,13 +61,55 @@ type Config struct {
 	// ProcDir is where /proc is, to name the process holding a port in use;
 	// "" means /proc.
 	ProcDir string
+
+	// The named checks below apply to a node that runs a worker (GPUs > 0).
+	// Skip waives checks by name (--skip-check); see Checks.
+	Skip []string
+	// Fabric runs the host checks (shm; with RDMA also ib-ports, gpudirect,
+	// memlock). A simulated node has no fabric to check unless given a fake
+	// Sysroot.
+	Fabric bool
+	// Sysroot is where the fabric and gpu-free checks read sys/, proc/ and
+	// dev/shm; "" means "/".
+	Sysroot string
+	// RDMA names what in the worker's argv needs RDMA (RDMAUsers): none,
+	// and ib-ports, gpudirect and memlock do not apply.
+	RDMA []string
+	// Memlock reads RLIMIT_MEMLOCK (soft, hard) as the processes will get
+	// it; nil is this process's own, which they inherit.
+	Memlock func() (cur, max uint64, err error)
+	// StatFS is the size in bytes of the filesystem at a path; nil is
+	// statfs(2).
+	StatFS func(path string) (uint64, error)
+	// NvidiaSMI answers gpu-model and gpu-free (HostNvidiaSMI, or the
+	// simulation's SimNvidiaSMI); nil skips both.
+	NvidiaSMI Runner
+	// MadeUpPIDs says NvidiaSMI's PIDs are not this node's (a stand-in's
+	// without a fake Sysroot): gpu-free then names no owner, rather than
+	// whoever has that PID here.
+	MadeUpPIDs bool
+}
+
+// Report is everything Run found on this node.
+type Report struct {
+	// Problems fail the job: every node exits 2 and nothing starts.
+	// Warnings are only logged by the node.
+	Problems, Warnings []string
+	// GPUs is this node's GPUs for the log ("8 × NVIDIA H100 80GB HBM3,
+	// 81559 MiB"); GPUModel what every node of a worker must share
+	// ("NVIDIA H100 80GB HBM3, 81559 MiB", "" when mixed). Both "" when
+	// gpu-model did not run.
+	GPUs, GPUModel string
 }
 
 var nvidiaDevice = regexp.MustCompile(`^nvidia[0-9]+$`)
 
 // Check returns every problem found on this node, each naming the thing
 // and why; none means ready.
-func Check(cfg Config) []string {
+func Check(cfg Config) []string { return Run(cfg).Problems }
+
+// Run checks this node: problems, warnings and what it learnt of its GPUs.
+func Run(cfg Config) Report {
 	fsys := cfg.FS
 	if fsys == nil {
 		fsys = HostFS
@@ -87,27 +132,39 @@ func Check(cfg Config) []string {
 	}
 	if cfg.GPUs > 0 && !cfg.Simulate {
 		dev := cmp.Or(cfg.DevDir, "/dev")
-		after = append(after, probe{"GPUs: listing " + dev, func() []string { return checkGPUs(fsys, dev, cfg) }})
+		after = append(after, probe{what: "GPUs: listing " + dev, run: func() []string { return checkGPUs(fsys, dev, cfg) }})
 	}
 	for _, name := range cfg.Executables {
-		after = append(after, probe{"executable " + name, func() []string { return checkExecutable(lookPath, name) }})
+		after = append(after, probe{what: "executable " + name, run: func() []string { return checkExecutable(lookPath, name) }})
 	}
-	results := runProbes(append(before, after...), cmp.Or(cfg.FSTimeout, DefaultFSTimeout))
+	skip, badSkips := skipSet(cfg.Skip)
+	timeout := cmp.Or(cfg.FSTimeout, DefaultFSTimeout)
+	gpus := &gpuProbe{}
+	if cfg.GPUs > 0 && cfg.NvidiaSMI != nil {
+		after = append(after, gpus.probes(cfg, skip, timeout)...)
+	}
+	results := runProbes(append(before, after...), timeout)
 
-	var problems []string
+	var f findings
+	f.problems = badSkips
 	for _, r := range results[:len(before)] {
-		problems = append(problems, r...)
+		f.problems = append(f.problems, r...)
 	}
-	problems = append(problems, checkPorts(cfg)...)
+	f.problems = append(f.problems, checkPorts(cfg)...)
 	for _, r := range results[len(before):] {
-		problems = append(problems, r...)
+		f.problems = append(f.problems, r...)
 	}
-	return problems
+	if cfg.GPUs > 0 && cfg.Fabric {
+		checkFabric(cfg, skip, &f)
+	}
+	rep := Report{Problems: f.problems, Warnings: f.warnings}
+	rep.GPUs, rep.GPUModel = gpus.facts()
+	return rep
 }
 
 // errProbe is a probe whose check returns at most one problem, as an error.
 func errProbe(what string, check func() error) probe {
-	return probe{what, func() []string {
+	return probe{what: what, run: func() []string {
 		if err := check(); err != nil {
 			return []string{fmt.Sprintf("%s: %v", what, err)}
 		}

@@ -38,7 +38,18 @@ type Client struct {
 	abortOnce sync.Once
 	aborted   chan struct{}
 	abortErr  *AbortError
+	notices   chan Notice
 }
+
+// Notice is news node 0 sent every node (Server.Notify).
+type Notice struct {
+	Kind    string
+	Payload json.RawMessage
+}
+
+// Notices delivers node 0's notices, in order. A client that does not read
+// them loses the newest ones, never its connection.
+func (c *Client) Notices() <-chan Notice { return c.notices }
 
 // Join connects to the server at addr (retrying until the deadline: node 0
 // may start later than this node), authenticates, joins as self and waits
@@ -100,7 +111,8 @@ func connect(ctx context.Context, addr string, cfg Config, self Member) (*Client
 			return nil, retry.RetryableError(err)
 		}
 		c := &Client{cfg: cfg, addr: addr, self: self, conn: conn, br: bufio.NewReaderSize(conn, 64<<10),
-			replies: make(chan message, 1), done: make(chan struct{}), aborted: make(chan struct{})}
+			replies: make(chan message, 1), done: make(chan struct{}), aborted: make(chan struct{}),
+			notices: make(chan Notice, 16)}
 		if err := c.handshake(); err != nil {
 			conn.Close()
 			var ve *VerdictError
@@ -202,6 +214,11 @@ func (c *Client) run() {
 		case msgPing:
 		case msgAbort:
 			c.abort(&AbortError{Node: m.Node, Msg: m.Error, Stopped: m.Stopped, Lost: m.Lost})
+		case msgNotice:
+			select {
+			case c.notices <- Notice{Kind: m.Notice, Payload: m.Payload}:
+			default:
+			}
 		default:
 			if m.Type == msgFail || m.Type == msgReject {
 				// The server's last word on the join: its hanging up after
@@ -399,17 +416,37 @@ func (c *Client) BarrierWith(ctx context.Context, name, problem string, payload 
 // Report sends this node's report (its startup timeline, say) to node 0 and
 // waits until it is stored, so that a Close right after cannot lose it.
 // Server.Reports returns them; a later report replaces an earlier one.
+// Unlike the other requests it still works once the job is aborting: a
+// node's last report (why it failed, how far it got) matters most then.
 func (c *Client) Report(ctx context.Context, payload json.RawMessage) error {
 	c.reqMu.Lock()
 	defer c.reqMu.Unlock()
-	reply, err := c.request(ctx, message{Type: msgReport, Payload: payload}, writeTimeout)
-	if err != nil {
-		return fmt.Errorf("sending the report: %w", err)
+	switch {
+	case c.broken != nil:
+		return fmt.Errorf("sending the report: %w", c.broken)
+	case c.closing.Load():
+		return errors.New("sending the report: rendezvous client is closed")
 	}
-	if reply.Type != msgAck {
-		return c.failure(reply)
+	if err := c.write(encode(message{Type: msgReport, Job: c.cfg.JobID, Payload: payload})); err != nil {
+		c.broken = fmt.Errorf("sending to the server: %w", err)
+		return fmt.Errorf("sending the report: %w", c.broken)
 	}
-	return nil
+	t := time.NewTimer(writeTimeout)
+	defer t.Stop()
+	select {
+	case reply := <-c.replies:
+		if reply.Type != msgAck {
+			return c.failure(reply)
+		}
+		return nil
+	case <-c.done:
+		return errors.New("sending the report: the connection to node 0 is gone")
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	// The ack may still come: nothing else can be asked on this connection.
+	c.broken = errors.New("node 0 did not acknowledge a report")
+	return fmt.Errorf("sending the report: %w", c.broken)
 }
 
 // Close says goodbye (node 0 then logs a normal departure, not a lost node)

@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 )
@@ -83,17 +84,31 @@ func (s *Server) fail(summary string, lines []string, config bool) {
 	s.notify()
 }
 
-// preflightProblems lists the problems of the nodes that joined, one line
-// each, and counts the nodes that have any (s.mu held).
+// preflightProblems lists the problems of the nodes that joined, their own
+// and Config.Check's, one line each, and counts the nodes that have any
+// (s.mu held).
 func (s *Server) preflightProblems() (lines []string, failing int) {
+	var checked map[int][]string
+	if s.cfg.Check != nil {
+		var members []Member
+		for _, n := range s.nodes {
+			if n != nil {
+				members = append(members, n.m)
+			}
+		}
+		checked = s.cfg.Check(members)
+	}
 	for i, n := range s.nodes {
-		if n == nil || len(n.m.Problems) == 0 {
+		if n == nil {
 			continue
 		}
-		for _, p := range n.m.Problems {
+		problems := slices.Concat(n.m.Problems, checked[i])
+		for _, p := range problems {
 			lines = append(lines, fmt.Sprintf("%s: %s", s.cfg.nodeName(i), p))
 		}
-		failing++
+		if len(problems) > 0 {
+			failing++
+		}
 	}
 	return lines, failing
 }

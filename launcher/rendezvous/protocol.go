@@ -30,13 +30,15 @@ import (
 	"github.com/wideep/wideep-launch/launcher/exitcode"
 )
 
-// Member is one node as it joins: who it is, where it is reachable, and what
-// its preflight found wrong (nothing, normally).
+// Member is one node as it joins: who it is, where it is reachable, what
+// its preflight found wrong (nothing, normally), and facts about it that
+// only make sense next to the other nodes' (Config.Check compares them).
 type Member struct {
-	Index    int      `json:"index"`
-	Host     string   `json:"host"`
-	Addr     string   `json:"addr"`
-	Problems []string `json:"problems,omitempty"`
+	Index    int               `json:"index"`
+	Host     string            `json:"host"`
+	Addr     string            `json:"addr"`
+	Problems []string          `json:"problems,omitempty"`
+	Facts    map[string]string `json:"facts,omitempty"`
 }
 
 // Config is shared by the server and the clients; every node must have the
@@ -58,6 +60,11 @@ type Config struct {
 	// lost; heartbeats go every PeerTimeout/3. Zero means DefaultPeerTimeout.
 	PeerTimeout time.Duration
 	Log         zerolog.Logger
+	// Check, on node 0, judges the nodes that joined side by side (say, the
+	// GPUs of one worker's nodes from their Facts) before the verdict: what
+	// it returns by node index counts as that node's preflight problems.
+	// May be nil.
+	Check func(members []Member) map[int][]string
 }
 
 // DefaultDeadline leaves room for nodes whose launcher starts late
@@ -106,6 +113,7 @@ const (
 	msgReject    = "reject" // this connection is refused
 	msgAbort     = "abort"  // the job is ending because of one node
 	msgPing      = "ping"   // heartbeat, both directions
+	msgNotice    = "notice" // server → every client: news about the job (READY), nothing to answer
 	msgBye       = "bye"
 )
 
@@ -126,6 +134,8 @@ type message struct {
 	Node    int  `json:"node,omitempty"`
 	Stopped bool `json:"stopped,omitempty"` // it was stopped (a signal), it did not fail
 	Lost    bool `json:"lost,omitempty"`    // it vanished without a word
+	// A notice's kind; its content is Payload.
+	Notice string `json:"notice,omitempty"`
 }
 
 // pingLine is a heartbeat as sent; readers recognise it without decoding

@@ -486,3 +486,32 @@ func TestRendezvousBarrierCarriesNodeZerosDecision(t *testing.T) {
 		assert.NoError(t, err, "node %d", i)
 	}
 }
+
+// Node 0 tells every node news (READY) without anybody waiting for it, and
+// sees every node's latest report without waiting for the others.
+func TestRendezvousNoticesAndLatestReports(t *testing.T) {
+	const n = 4
+	clients, srv, _ := joinEveryone(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, clients[2].Report(ctx, json.RawMessage(`{"phase":"start"}`)))
+	require.NoError(t, clients[2].Report(ctx, json.RawMessage(`{"phase":"serve"}`)))
+	latest := srv.Latest()
+	assert.Len(t, latest, 1, "only node 2 reported")
+	assert.JSONEq(t, `{"phase":"serve"}`, string(latest[2]), "its last report")
+
+	srv.Notify("ready", json.RawMessage(`{"url":"http://x:8000"}`))
+	for i, c := range clients {
+		select {
+		case nt := <-c.Notices():
+			assert.Equal(t, "ready", nt.Kind, "node %d", i)
+			assert.JSONEq(t, `{"url":"http://x:8000"}`, string(nt.Payload), "node %d", i)
+		case <-ctx.Done():
+			require.FailNow(t, "no notice", "node %d", i)
+		}
+	}
+	// The connection is still in step: a barrier works after the notice.
+	for i, err := range barrierAll(ctx, clients, "after", nil) {
+		assert.NoError(t, err, "node %d", i)
+	}
+}

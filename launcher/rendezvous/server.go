@@ -147,16 +147,52 @@ func (s *Server) Close() {
 	})
 }
 
+// Notify tells every node's client news about the job (kind, with an
+// optional payload): they get it on Client.Notices. Nothing is answered, and
+// a job already ending tells nothing more.
+func (s *Server) Notify(kind string, payload json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.aborted != nil {
+		return
+	}
+	b := s.message(message{Type: msgNotice, Notice: kind, Payload: payload})
+	for _, n := range s.nodes {
+		if n != nil {
+			s.send(n, b)
+		}
+	}
+}
+
+// Latest returns the last report of every node that sent one, without
+// waiting for the others.
+func (s *Server) Latest() map[int]json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int]json.RawMessage, len(s.reports))
+	for i, r := range s.reports {
+		out[i] = r
+	}
+	return out
+}
+
 // Reports waits until every node has sent its report or is gone (or ctx
 // ends, or the server closes), then returns the reports by node index.
 func (s *Server) Reports(ctx context.Context) map[int]json.RawMessage {
+	return s.ReportsWhere(ctx, nil)
+}
+
+// ReportsWhere is Reports waiting for a report that final accepts (a node's
+// last one) from every node still connected; nil accepts any.
+func (s *Server) ReportsWhere(ctx context.Context, final func(json.RawMessage) bool) map[int]json.RawMessage {
 	for {
 		s.mu.Lock()
 		done := s.closed
 		if !done {
 			done = true
 			for i, n := range s.nodes {
-				_, reported := s.reports[i]
+				rep, reported := s.reports[i]
+				reported = reported && (final == nil || final(rep))
 				if (n == nil && s.state == rvJoining) || (n != nil && !reported && n.gone == "") {
 					done = false
 					break

@@ -23,8 +23,13 @@ const (
 	// from etcd and goes on running: a worker alive but no longer serving.
 	StageDeregister = "deregister"
 	// StageHang serves for a while, then stops answering: a frontend whose
-	// requests never return, a worker that prints nothing more.
+	// requests never return, a worker that prints nothing more. Written
+	// without a duration ("node4:hang") it is StageStartupHang.
 	StageHang = "hang"
+	// StageStartupHang is a worker that goes silent during its start-up,
+	// after "Load weight begin", and never registers: a hang in NCCL or
+	// DeepEP initialisation. Written "hang" in WIDEEP_SIM_FAIL.
+	StageStartupHang = "hang-at-startup"
 	// StageSyncFail is a precompile that compiles every kernel and then
 	// fails as compile_deep_gemm does when the server refuses its last
 	// request (images without the FAKE_BOOTSTRAP_HOST fix): a traceback
@@ -38,8 +43,8 @@ const (
 //
 // host is a node name or "*"; role is worker (the default: any SGLang
 // worker), prefill, decode, frontend, precompile or "*"; stage is startup,
-// serve=<duration>, noregister, deregister=<duration>, hang=<duration> or
-// syncfail (precompile only);
+// serve=<duration>, noregister, deregister=<duration>, hang=<duration>,
+// hang (silent at start-up) or syncfail (precompile only);
 // code defaults to 1 (only startup and serve exit). Entries are separated by
 // commas, e.g. "gpu06:startup:3,*/frontend:serve=30s:1,gpu05:deregister=2s".
 type Failure struct {
@@ -52,6 +57,9 @@ type Failure struct {
 
 func (f Failure) String() string {
 	stage := f.Stage
+	if stage == StageStartupHang {
+		stage = StageHang
+	}
 	if f.Stage == StageServe || f.Stage == StageDeregister || f.Stage == StageHang {
 		stage += "=" + f.After.String()
 	}
@@ -71,7 +79,7 @@ func ParseFailures(spec string) ([]Failure, error) {
 		}
 		fl, err := parseFailure(entry)
 		if err != nil {
-			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration>, noregister, deregister=<duration>, hang=<duration> or syncfail)", entry, err)
+			return nil, fmt.Errorf("WIDEEP_SIM_FAIL entry %q: %w (want <host>[/<role>]:<stage>[:<code>], stage startup, serve=<duration>, noregister, deregister=<duration>, hang, hang=<duration> or syncfail)", entry, err)
 		}
 		out = append(out, fl)
 	}
@@ -99,7 +107,17 @@ func parseFailure(entry string) (Failure, error) {
 		if hasArg {
 			return Failure{}, fmt.Errorf("stage %s takes no '=' argument", stage)
 		}
-	case StageServe, StageDeregister, StageHang:
+	case StageHang:
+		if !hasArg {
+			fl.Stage = StageStartupHang
+			break
+		}
+		d, err := time.ParseDuration(arg)
+		if err != nil || d < 0 {
+			return Failure{}, fmt.Errorf("bad duration %q for stage %s", arg, stage)
+		}
+		fl.After, fl.Stage = d, stage
+	case StageServe, StageDeregister:
 		if !hasArg {
 			return Failure{}, fmt.Errorf("stage %s needs a duration: %s=<duration>", stage, stage)
 		}
@@ -111,7 +129,9 @@ func parseFailure(entry string) (Failure, error) {
 	default:
 		return Failure{}, fmt.Errorf("unknown stage %q", parts[1])
 	}
-	fl.Stage = stage
+	if fl.Stage == "" {
+		fl.Stage = stage
+	}
 	if len(parts) == 3 {
 		code, err := strconv.Atoi(parts[2])
 		if err != nil || code < 0 || code > 255 {

@@ -14,6 +14,7 @@
 //	WIDEEP_SIM_RECORD_DIR        write <dir>/<node>.<role>.json describing what the stand-in was given and did
 //	WIDEEP_SIM_TERM_DELAY        delay between SIGTERM/SIGINT and the clean exit (default 0)
 //	WIDEEP_SIM_PRECOMPILE_DELAY  how long the precompile "compiles" (default 0)
+//	WIDEEP_SIM_STARTUP_DELAY     how long a worker "loads weights", printing a progress line a second (default 0)
 //	WIDEEP_SIM_PRECOMPILE_LINGER node rank 0's precompile leaves a child holding the dist-init port
 //	                             this long after it exits (a duration, or forever)
 //	WIDEEP_SIM_LEASE_TTL         etcd lease TTL of worker instances, seconds (default 10, as Dynamo)
@@ -50,6 +51,7 @@ const (
 	EnvRecordDir       = "WIDEEP_SIM_RECORD_DIR"
 	EnvTermDelay       = "WIDEEP_SIM_TERM_DELAY"
 	EnvPrecompileDelay = "WIDEEP_SIM_PRECOMPILE_DELAY"
+	EnvStartupDelay    = "WIDEEP_SIM_STARTUP_DELAY"
 	EnvLeaseTTL        = "WIDEEP_SIM_LEASE_TTL"
 	EnvFail            = "WIDEEP_SIM_FAIL"
 	EnvBindHost        = "WIDEEP_SIM_BIND_HOST"

@@ -311,6 +311,10 @@ func (w *worker) run(ctx context.Context, fails []Failure) (int, string) {
 		w.logf("rendezvous complete: %d node(s)", len(w.rdzv.Record.Peers))
 	}
 
+	if err := w.startUp(ctx, fails); err != nil {
+		return fatal(err)
+	}
+
 	if cfg.rank == 0 {
 		if cfg.port >= 0 {
 			if err := w.listen("http", cfg.bindHost, cfg.port); err != nil {
@@ -531,4 +535,41 @@ func (w *worker) cleanup() {
 	if w.rdzv != nil {
 		w.rdzv.Close()
 	}
+}
+
+// startUp prints an SGLang worker's start-up milestones, in its words
+// (model_runner.py's "Load weight begin/end", the safetensors loader's
+// progress bar, "Capture cuda graph begin/end"), taking
+// WIDEEP_SIM_STARTUP_DELAY with a progress line a second; or, for a
+// start-up hang, goes silent after "Load weight begin" until terminated.
+func (w *worker) startUp(ctx context.Context, fails []Failure) error {
+	delay, err := w.durationEnv(EnvStartupDelay, 0)
+	if err != nil {
+		return err
+	}
+	w.logf("Load weight begin. avail mem=79.10 GB (simulated)")
+	if fl, ok := findFailure(fails, w.names, w.cfg.role, StageStartupHang); ok {
+		w.logf("injected failure %s: silent from here on", fl)
+		w.save(w.rec)
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}
+	const shards = 163
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Since(start) < delay {
+		done := int(float64(shards) * float64(time.Since(start)) / float64(delay))
+		w.logf("Loading safetensors checkpoint shards: %3d%% Completed | %d/%d (simulated)", 100*done/shards, done, shards)
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+	w.logf("Loading safetensors checkpoint shards: 100%% Completed | %d/%d (simulated)", shards, shards)
+	w.logf("Load weight end. type=DeepseekV3ForCausalLM (simulated)")
+	w.logf("Capture cuda graph begin. This can take up to several minutes. (simulated)")
+	w.logf("Capture cuda graph end. Time elapsed: 0.00 s (simulated)")
+	return nil
 }

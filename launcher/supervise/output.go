@@ -43,6 +43,9 @@ func (s *Supervisor) copyOutput(p *proc, logFile *os.File, logPath string) {
 	logFailed := false
 	for {
 		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 && s.OnLine != nil {
+			s.OnLine(p.pid, p.name, chunk)
+		}
 		if len(chunk) > 0 {
 			if logFile != nil && !logFailed {
 				if _, werr := logFile.Write(chunk); werr != nil {

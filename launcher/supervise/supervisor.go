@@ -104,6 +104,10 @@ type Supervisor struct {
 	Grace  time.Duration // SIGTERM → SIGKILL delay of Shutdown and RunOneshot; 0 means DefaultGrace
 	// Reaper is the program's one Reaper, shared by all its Supervisors.
 	Reaper *Reaper
+	// OnLine, when set, sees every piece of output as it is read (a line, or
+	// up to 64 KiB of a longer one), with the process's pid and name. It
+	// runs on the copy's goroutine: it must be quick and must not keep line.
+	OnLine func(pid int, name string, line []byte)
 
 	// kill sends signals; tests record through it. nil means syscall.Kill.
 	kill func(pid int, sig syscall.Signal) error

@@ -24,8 +24,9 @@ Use it for other job steps that must not leave processes behind:
 
   srun --ntasks-per-node=1 wideep-launch exec -- python3 my_benchmark.py`
 
-func runExec(sys System, args []string) error {
+func runExec(sys System, args []string) (err error) {
 	fs := newFlagSet(sys, "exec", "wideep-launch exec [flags] -- COMMAND [ARG...]", execDescription)
+	defer func() { err = withEnvSources(fs, sys.LookupEnv, err) }()
 	fs.SetInterspersed(false)
 	grace := fs.Duration("grace", supervise.DefaultGrace, "time between SIGTERM and SIGKILL; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
 	logFile := fs.String("log", "", "also copy the command's output to this file (env "+EnvName("log")+")")

@@ -72,7 +72,7 @@ func TestExecErrors(t *testing.T) {
 		"grace zero":       {nil, []string{"--grace", "0s", "--", "true"}, "--grace 0s: must be positive"},
 		"grace negative":   {nil, []string{"--grace=-1s", "--", "true"}, "--grace -1s: must be positive"},
 		"unknown flag":     {nil, []string{"--timeout", "1s", "--", "true"}, "exec: unknown flag: --timeout"},
-		"bad WIDEEP_GRACE": {map[string]string{"WIDEEP_GRACE": "soon"}, []string{"--", "true"}, `WIDEEP_GRACE="soon" (for --grace)`},
+		"bad WIDEEP_GRACE": {map[string]string{"WIDEEP_GRACE": "soon"}, []string{"--", "true"}, "WIDEEP_GRACE=soon (for --grace)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errOut := runCLI(t, tc.env, append([]string{"exec"}, tc.args...)...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,18 +62,34 @@ func applyEnvDefaults(fs *pflag.FlagSet, lookup func(string) (string, bool)) err
 		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
 			// A slice flag from the environment replaces the default rather than appending to it.
 			if err := sv.Replace(splitEnvList(v)); err != nil {
-				errs = multierror.Append(errs, fmt.Errorf("%s=%q (for --%s): %v", EnvName(f.Name), v, f.Name, err))
+				errs = multierror.Append(errs, fmt.Errorf("%s: %v", envSource(f.Name, v), err))
 			}
 			return
 		}
 		if err := f.Value.Set(v); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("%s=%q (for --%s): %v", EnvName(f.Name), v, f.Name, err))
+			errs = multierror.Append(errs, fmt.Errorf("%s: %v", envSource(f.Name, v), err))
 		}
 	})
-	if err := errs.ErrorOrNil(); err != nil {
-		return &usageError{msg: err.Error()}
+	return problems(errs)
+}
+
+// problems is a usage error listing errs: the one message, or one per line.
+func problems(errs *multierror.Error) error {
+	if errs == nil || len(errs.Errors) == 0 {
+		return nil
 	}
-	return nil
+	errs.ErrorFormat = func(es []error) string {
+		if len(es) == 1 {
+			return es[0].Error()
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d problems:", len(es))
+		for _, e := range es {
+			b.WriteString("\n  - " + e.Error())
+		}
+		return b.String()
+	}
+	return &usageError{msg: errs.Error()}
 }
 
 // splitEnvList splits a list-valued WIDEEP_* variable on newlines, so values
@@ -88,9 +105,9 @@ func splitEnvList(v string) []string {
 }
 
 // checkDurations rejects durations that must be positive (positive) or may
-// be zero to turn something off (optional) but are negative, naming the flag
-// and, when that is where the value came from, its variable.
-func checkDurations(fs *pflag.FlagSet, positive, optional map[string]time.Duration) error {
+// be zero to turn something off (optional) but are not. A value that came
+// from a WIDEEP_* variable is named by withEnvSources.
+func checkDurations(positive, optional map[string]time.Duration) error {
 	var errs *multierror.Error
 	check := func(name string, d time.Duration, zeroOK bool) {
 		if d > 0 || zeroOK && d == 0 {
@@ -100,7 +117,7 @@ func checkDurations(fs *pflag.FlagSet, positive, optional map[string]time.Durati
 		if zeroOK {
 			want = "must be positive, or 0 to turn it off"
 		}
-		errs = multierror.Append(errs, fmt.Errorf("--%s %s%s: %s", name, d, fromEnv(fs, name), want))
+		errs = multierror.Append(errs, fmt.Errorf("--%s %s: %s", name, d, want))
 	}
 	for _, name := range sortedKeys(positive) {
 		check(name, positive[name], false)
@@ -108,20 +125,73 @@ func checkDurations(fs *pflag.FlagSet, positive, optional map[string]time.Durati
 	for _, name := range sortedKeys(optional) {
 		check(name, optional[name], true)
 	}
-	if err := errs.ErrorOrNil(); err != nil {
-		return &usageError{msg: err.Error()}
-	}
-	return nil
+	return problems(errs)
 }
 
-// fromEnv says " (from WIDEEP_X)" when flag name was set by its variable,
-// not on the command line.
-func fromEnv(fs *pflag.FlagSet, name string) string {
-	if f := fs.Lookup(name); f != nil && !f.Changed && f.Value.String() != f.DefValue {
-		return " (from " + EnvName(name) + ")"
+// envSource names where a flag's value came from when it was its variable:
+// WIDEEP_X=value (for --x), the value quoted when it would be ambiguous.
+func envSource(flag, value string) string {
+	if value == "" || strings.ContainsFunc(value, func(c rune) bool {
+		return c <= ' ' || c == '"' || c == '\\' || !strconv.IsPrint(c)
+	}) {
+		value = strconv.Quote(value)
 	}
-	return ""
+	return EnvName(flag) + "=" + value + " (for --" + flag + ")"
 }
+
+// withEnvSources makes err name the WIDEEP_* variables behind the flags it
+// mentions: checks after applyEnvDefaults (here and in the deploy package)
+// name flags, and the user who set only the variable must recognise it.
+// The variables are found as applyEnvDefaults used them: a flag not set on
+// the command line whose variable is set.
+func withEnvSources(fs *pflag.FlagSet, lookup func(string) (string, bool), err error) error {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	msg := err.Error()
+	var sources []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		v, ok := lookup(EnvName(f.Name))
+		if !ok || f.Changed || f.Name == "help" || !mentionsFlag(msg, f.Name) || strings.Contains(msg, EnvName(f.Name)+"=") {
+			return
+		}
+		sources = append(sources, envSource(f.Name, v))
+	})
+	if len(sources) == 0 {
+		return err
+	}
+	return &envSourced{err: err, sources: sources}
+}
+
+// mentionsFlag says whether msg names --flag itself, not a longer flag
+// that starts the same (--grace in --grace-period).
+func mentionsFlag(msg, flag string) bool {
+	word := "--" + flag
+	for i := strings.Index(msg, word); i >= 0; {
+		end := i + len(word)
+		if end == len(msg) || !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789-", rune(msg[end])) {
+			return true
+		}
+		next := strings.Index(msg[end:], word)
+		if next < 0 {
+			return false
+		}
+		i = end + next
+	}
+	return false
+}
+
+// envSourced is an error with the variables its flags came from.
+type envSourced struct {
+	err     error
+	sources []string
+}
+
+func (e *envSourced) Error() string {
+	return e.err.Error() + "\n  set in the environment: " + strings.Join(e.sources, ", ")
+}
+
+func (e *envSourced) Unwrap() error { return e.err }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -21,6 +21,7 @@ var helpGoldens = map[string]string{
 	"exec":      "exec-help.golden",
 	"run":       "run-help.golden",
 	"plan":      "plan-help.golden",
+	"summary":   "summary-help.golden",
 }
 
 // pollutedEnv sets variables that would change the commands' behaviour, some

@@ -52,23 +52,40 @@ func runHostlist(sys System, args []string) error {
 	}
 	var names []string
 	for _, arg := range fs.Args() {
-		exprs := []string{arg}
-		if arg == "-" {
-			in, err := io.ReadAll(sys.Stdin)
-			if err != nil {
-				return fmt.Errorf("hostlist: reading standard input: %w", err)
-			}
-			if exprs = strings.Fields(string(in)); len(exprs) == 0 {
-				return usageErrorf("hostlist: no host names on standard input")
-			}
-		}
-		for _, expr := range exprs {
+		if arg != "-" {
 			var err error
-			if names, err = slurm.ExpandAppend(names, expr); err != nil {
+			if names, err = slurm.ExpandAppend(names, arg); err != nil {
 				return err
 			}
+			continue
+		}
+		in, err := io.ReadAll(sys.Stdin)
+		if err != nil {
+			return fmt.Errorf("hostlist: reading standard input: %w", err)
+		}
+		before := len(names)
+		if names, err = expandLines(names, string(in)); err != nil {
+			return err
+		}
+		if len(names) == before {
+			return usageErrorf("hostlist: no host names on standard input")
 		}
 	}
 	_, err := fmt.Fprintln(sys.Stdout, slurm.Compress(names))
 	return err
+}
+
+// expandLines appends the names of every white-space separated expression
+// of text, naming the line of a bad one: standard input is often a file or
+// another program's output, where the offset alone is hard to find.
+func expandLines(names []string, text string) ([]string, error) {
+	for n, line := range strings.Split(text, "\n") {
+		for _, expr := range strings.Fields(line) {
+			var err error
+			if names, err = slurm.ExpandAppend(names, expr); err != nil {
+				return names, fmt.Errorf("hostlist: standard input line %d: %w", n+1, err)
+			}
+		}
+	}
+	return names, nil
 }

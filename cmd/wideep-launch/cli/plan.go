@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
@@ -23,9 +24,10 @@ Heads and endpoints are host names here; 'run' resolves addresses first.
 Every flag also reads the WIDEEP_* variable named in its help; the command
 line wins over the environment. List flags read one entry per line.`
 
-func runPlan(sys System, args []string) error {
+func runPlan(sys System, args []string) (err error) {
 	spec := deploy.DefaultSpec()
 	fs := newFlagSet(sys, "plan", "wideep-launch plan [flags]", planDescription)
+	defer func() { err = withEnvSources(fs, sys.LookupEnv, err) }()
 	nodelist := fs.String("nodelist", "", `nodes as a Slurm hostlist, e.g. "gpu[01-08]" (env `+EnvName("nodelist")+`; default: the job's nodes)`)
 	jobID := fs.String("job-id", "", "job id for node-local paths (env "+EnvName("job-id")+"; default: SLURM_JOB_ID, else offline)")
 	output := fs.StringP("output", "o", "table", "output format: table or json (env "+EnvName("output")+")")
@@ -55,36 +57,13 @@ func runPlan(sys System, args []string) error {
 		return usageErrorf("--show-ports goes with --output table (the JSON lists every process's ports)")
 	}
 
-	var hosts []string
-	slurmGPUs := 0
-	if *nodelist != "" {
-		h, err := slurm.Expand(*nodelist)
-		if err != nil {
-			return err
-		}
-		hosts, spec.NodeSource = h, "--nodelist"
-		if v, ok := sys.LookupEnv("SLURM_GPUS_ON_NODE"); ok && v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return usageErrorf("SLURM_GPUS_ON_NODE=%q: want a number of GPUs (or pass --gpus-per-node)", v)
-			}
-			slurmGPUs = n
-		}
-		if *jobID == "" {
-			*jobID, _ = sys.LookupEnv("SLURM_JOB_ID")
-		}
-	} else {
-		env, err := slurm.ReadEnv(sys.LookupEnv)
-		if errors.Is(err, slurm.ErrNotInSlurm) {
-			return usageErrorf("no nodes to plan for: pass --nodelist (e.g. --nodelist 'gpu[01-08]') or run inside a Slurm job")
-		}
-		if err != nil {
-			return err
-		}
-		hosts, spec.NodeSource, slurmGPUs = env.Nodes, env.NodeListVar, env.GPUsOnNode
-		if *jobID == "" {
-			*jobID = env.JobID
-		}
+	hosts, source, slurmGPUs, job, err := planNodes(sys, *nodelist)
+	if err != nil {
+		return err
+	}
+	spec.NodeSource = source
+	if *jobID == "" {
+		*jobID = job
 	}
 	if *jobID == "" {
 		*jobID = "offline"
@@ -128,4 +107,30 @@ func runPlan(sys System, args []string) error {
 	}
 	_, err = sys.Stdout.Write(out.Bytes())
 	return err
+}
+
+// planNodes is what to plan for: the --nodelist hosts, else the Slurm job's
+// nodes; where they came from, the GPUs Slurm gives each node, and the job id.
+func planNodes(sys System, nodelist string) (hosts []string, source string, gpus int, jobID string, err error) {
+	if nodelist == "" {
+		env, err := slurm.ReadEnv(sys.LookupEnv)
+		if errors.Is(err, slurm.ErrNotInSlurm) {
+			return nil, "", 0, "", usageErrorf("no nodes to plan for: pass --nodelist (e.g. --nodelist 'gpu[01-08]') or run inside a Slurm job")
+		}
+		if err != nil {
+			return nil, "", 0, "", err
+		}
+		return env.Nodes, env.NodeListVar, env.GPUsOnNode, env.JobID, nil
+	}
+	if hosts, err = slurm.Expand(nodelist); err != nil {
+		// The error quotes the expression; say which flag (or variable) it was.
+		return nil, "", 0, "", fmt.Errorf("--nodelist: %w", err)
+	}
+	if v, ok := sys.LookupEnv("SLURM_GPUS_ON_NODE"); ok && v != "" {
+		if gpus, err = strconv.Atoi(v); err != nil || gpus < 0 {
+			return nil, "", 0, "", usageErrorf("SLURM_GPUS_ON_NODE=%q: want a number of GPUs (or pass --gpus-per-node)", v)
+		}
+	}
+	jobID, _ = sys.LookupEnv("SLURM_JOB_ID")
+	return hosts, "--nodelist", gpus, jobID, nil
 }

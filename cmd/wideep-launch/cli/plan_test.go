@@ -206,7 +206,7 @@ func TestPlanErrors(t *testing.T) {
 		"commands and json": {nil, []string{"--nodelist", "a,b", "-o", "json", "--show-commands"}, []string{"--show-commands goes with --output table"}},
 		"argument":          {nil, []string{"--nodelist", "a,b", "extra"}, []string{`plan takes no arguments (got "extra")`}},
 		"unknown flag":      {nil, []string{"--nodes", "4"}, []string{"unknown flag: --nodes"}},
-		"bad env value":     {map[string]string{"WIDEEP_PREFILL_WORKERS": "three"}, []string{"--nodelist", "a,b"}, []string{`WIDEEP_PREFILL_WORKERS="three" (for --prefill-workers)`}},
+		"bad env value":     {map[string]string{"WIDEEP_PREFILL_WORKERS": "three"}, []string{"--nodelist", "a,b"}, []string{"WIDEEP_PREFILL_WORKERS=three (for --prefill-workers)"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errOut := runCLI(t, tc.env, append([]string{"plan"}, tc.args...)...)

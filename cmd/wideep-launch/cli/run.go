@@ -3,14 +3,18 @@ package cli
 import (
 	"context"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/node"
+	"github.com/wideep/wideep-launch/launcher/preflight"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/supervise"
 	"github.com/wideep/wideep-launch/slurm"
@@ -54,33 +58,24 @@ template without GPUs.
 Every flag also reads the WIDEEP_* variable named in its help; the command
 line wins over the environment. List flags read one entry per line.`
 
-func runRun(sys System, args []string) error {
-	spec := deploy.DefaultSpec()
-	def := node.DefaultOptions()
-	opts := def
-	fs := newFlagSet(sys, "run", "wideep-launch run [flags]", runDescription)
-	role := fs.String("role", "auto", "this node's role: auto (from the plan), or prefill, decode, infra to assert it (env "+EnvName("role")+")")
-	simulate := fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
-	fs.DurationVar(&opts.Grace, "grace", def.Grace, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
-	fs.DurationVar(&opts.HealthTimeout, "health-timeout", def.HealthTimeout, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
-	rvHost := fs.String("rendezvous-host", "", "address or name the nodes use to reach node 0 (empty: its Slurm node name, which must resolve on every node) (env "+EnvName("rendezvous-host")+")")
-	fs.DurationVar(&opts.RendezvousTimeout, "rendezvous-timeout", def.RendezvousTimeout, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
-	fs.DurationVar(&opts.InfraTimeout, "infra-timeout", def.InfraTimeout, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
-	fs.DurationVar(&opts.HealthProgress, "progress-interval", def.HealthProgress, "how often a waiting node says what it still waits for: node 0 for the deployment's health, every node for a DeepGEMM compile (env "+EnvName("progress-interval")+")")
-	fs.DurationVar(&opts.PeerTimeout, "peer-timeout", def.PeerTimeout, "a node silent this long on the rendezvous is lost and the job ends (env "+EnvName("peer-timeout")+")")
-	fs.DurationVar(&opts.HealthInterval, "health-interval", def.HealthInterval, "after READY, how often node 0 checks the frontend (env "+EnvName("health-interval")+")")
-	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
-	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
-	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
-	fs.BoolVar(&opts.PassSlurmEnv, "pass-slurm-env", false, "pass the launcher step's own SLURM_CPU_BIND*, SLURM_TRES_PER_TASK, ... to the processes (env "+EnvName("pass-slurm-env")+")")
-	fs.StringVar(&opts.CPUAffinity, "cpu-affinity", node.CPUAffinityAll, "CPUs of the node's processes: all (every CPU the job may use on the node, whatever Slurm bound the launcher to) or inherit (the launcher's binding) (env "+EnvName("cpu-affinity")+")")
-	checkRoutes := fs.Bool("check-routes", true, "before anything starts, test the connections the workers will make between nodes on their planned ports (env "+EnvName("check-routes")+")")
-	secretFile := fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
-	logFormat := fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
-	logLevel := fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
-	var rf runtimeFlags
-	bindSpecFlags(fs, &spec)
-	bindRuntimeFlags(fs, &rf, &spec)
+// runCommand is run's flags and what they are bound to.
+type runCommand struct {
+	spec        deploy.Spec
+	opts        node.Options
+	rf          runtimeFlags
+	role        *string
+	simulate    *bool
+	rvHost      *string
+	checkRoutes *bool
+	secretFile  *string
+	logFormat   *string
+	logLevel    *string
+}
+
+func runRun(sys System, args []string) (err error) {
+	c := &runCommand{spec: deploy.DefaultSpec(), opts: node.DefaultOptions()}
+	fs := c.flags(sys)
+	defer func() { err = withEnvSources(fs, sys.LookupEnv, err) }()
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,69 +85,18 @@ func runRun(sys System, args []string) error {
 	if fs.NArg() != 0 {
 		return usageErrorf("run takes no arguments (got %q)", fs.Arg(0))
 	}
-	if *role != "auto" {
-		if _, err := deploy.ParseRole(*role); err != nil {
-			return usageErrorf("--role %q (or %s): want auto, prefill, decode or infra", *role, EnvName("role"))
-		}
-	}
-	if err := checkDurations(fs, map[string]time.Duration{
-		"grace": opts.Grace, "health-timeout": opts.HealthTimeout, "rendezvous-timeout": opts.RendezvousTimeout,
-		"infra-timeout": opts.InfraTimeout, "precompile-timeout": spec.PrecompileTimeout, "peer-timeout": opts.PeerTimeout,
-		"progress-interval": opts.HealthProgress,
-		"health-interval":   opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
-	}, map[string]time.Duration{"canary-interval": opts.CanaryInterval}); err != nil {
+	if err := c.check(); err != nil {
 		return err
 	}
-	if opts.CPUAffinity != node.CPUAffinityAll && opts.CPUAffinity != node.CPUAffinityInherit {
-		return usageErrorf("--cpu-affinity %q (or %s): want all or inherit", opts.CPUAffinity, EnvName("cpu-affinity"))
+	logOut, level, err := c.logger(sys)
+	if err != nil {
+		return err
 	}
-	if opts.CanaryFailures < 1 {
-		return usageErrorf("--canary-failures %d (or %s): must be at least 1", opts.CanaryFailures, EnvName("canary-failures"))
-	}
-	level, err := zerolog.ParseLevel(*logLevel)
-	if err != nil || *logLevel == "" {
-		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	// Phase durations read best as seconds, and timestamps need sub-second
-	// precision to order what 8 nodes did within one second.
-	zerolog.DurationFieldUnit = time.Second
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	var logOut io.Writer
-	switch *logFormat {
-	case "console":
-		logOut = zerolog.ConsoleWriter{Out: sys.Stderr, NoColor: true, TimeFormat: "15:04:05.000"}
-	case "json":
-		logOut = sys.Stderr
-	default:
-		return usageErrorf("--log-format %q: want console or json", *logFormat)
-	}
-
 	env, err := slurm.ReadEnv(sys.LookupEnv)
 	if err != nil {
 		return err
 	}
-	spec.NodeSource = env.NodeListVar
-	spec.ResolveGPUs(env.GPUsOnNode)
-	finishSpec(fs, sys.LookupEnv, sys.Environ(), &spec)
-	gpuFrom := "--gpu-model"
-	if spec.GPUModel == "" {
-		spec.GPUModel, gpuFrom = detectGPUModel(sys, *simulate)
-	}
-	opts.SkipRoutes = !*checkRoutes
-	var why string
-	if spec.Runtime, why, err = rf.resolve(sys); err != nil {
-		return err
-	}
-	// The whole plan, checked before anything is written or started: a bad
-	// spec exits 2 with nothing on stdout and no log directory made.
-	plan, err := deploy.NewPlan(spec, env.JobID, env.Nodes, nil)
-	if err != nil {
-		return err
-	}
-	if err := plan.CheckRole(env.NodeIndex, *role); err != nil {
-		return err
-	}
-	runtime, err := rf.build(sys, spec, env.JobID, *simulate)
+	runtime, why, gpuFrom, err := c.prepare(sys, fs, env)
 	if err != nil {
 		return err
 	}
@@ -164,11 +108,11 @@ func runRun(sys System, args []string) error {
 	defer signal.Stop(sigs)
 
 	rt := &node.NodeRuntime{
-		Spec:           spec,
+		Spec:           c.spec,
 		Slurm:          env,
-		RendezvousHost: *rvHost,
-		SecretFile:     *secretFile,
-		Options:        opts,
+		RendezvousHost: *c.rvHost,
+		SecretFile:     *c.secretFile,
+		Options:        c.opts,
 		Runtime:        runtime,
 		RuntimeReason:  why,
 		// The program's one reaper of child processes.
@@ -184,4 +128,135 @@ func runRun(sys System, args []string) error {
 		Now:          sys.Now,
 	}
 	return rt.Run(context.Background())
+}
+
+func (c *runCommand) flags(sys System) *pflag.FlagSet {
+	def, opts := node.DefaultOptions(), &c.opts
+	fs := newFlagSet(sys, "run", "wideep-launch run [flags]", runDescription)
+	c.role = fs.String("role", "auto", "this node's role: auto (from the plan), or prefill, decode, infra to assert it (env "+EnvName("role")+")")
+	c.simulate = fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
+	fs.DurationVar(&opts.Grace, "grace", def.Grace, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
+	fs.DurationVar(&opts.HealthTimeout, "health-timeout", def.HealthTimeout, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
+	c.rvHost = fs.String("rendezvous-host", "", "address or name the nodes use to reach node 0 (empty: its Slurm node name, which must resolve on every node) (env "+EnvName("rendezvous-host")+")")
+	fs.DurationVar(&opts.RendezvousTimeout, "rendezvous-timeout", def.RendezvousTimeout, "how long nodes wait for each other at the start (env "+EnvName("rendezvous-timeout")+")")
+	fs.DurationVar(&opts.InfraTimeout, "infra-timeout", def.InfraTimeout, "how long to wait for etcd and NATS to be ready (env "+EnvName("infra-timeout")+")")
+	fs.DurationVar(&opts.StallTimeout, "stall-timeout", def.StallTimeout, "during start-up, a worker with no output for this long is stalled and the job ends, naming it with its last lines (--health-timeout stays the outer bound) (env "+EnvName("stall-timeout")+")")
+	fs.DurationVar(&opts.HealthProgress, "progress-interval", def.HealthProgress, "how often a waiting node says what it still waits for: node 0 for the deployment's health, every node for a DeepGEMM compile (env "+EnvName("progress-interval")+")")
+	fs.DurationVar(&opts.PeerTimeout, "peer-timeout", def.PeerTimeout, "a node silent this long on the rendezvous is lost and the job ends (env "+EnvName("peer-timeout")+")")
+	fs.DurationVar(&opts.HealthInterval, "health-interval", def.HealthInterval, "after READY, how often node 0 checks the frontend (env "+EnvName("health-interval")+")")
+	fs.DurationVar(&opts.HealthLostTimeout, "health-lost-timeout", def.HealthLostTimeout, "after READY, how long the deployment may stay below the plan before the job ends (env "+EnvName("health-lost-timeout")+")")
+	fs.DurationVar(&opts.CanaryInterval, "canary-interval", 0, "after READY, send a one-token chat request this often (0: off) (env "+EnvName("canary-interval")+")")
+	fs.IntVar(&opts.CanaryFailures, "canary-failures", def.CanaryFailures, "consecutive canary failures that end the job (env "+EnvName("canary-failures")+")")
+	fs.BoolVar(&opts.PassSlurmEnv, "pass-slurm-env", false, "pass the launcher step's own SLURM_CPU_BIND*, SLURM_TRES_PER_TASK, ... to the processes (env "+EnvName("pass-slurm-env")+")")
+	fs.StringVar(&opts.CPUAffinity, "cpu-affinity", node.CPUAffinityAll, "CPUs of the node's processes: all (every CPU the job may use on the node, whatever Slurm bound the launcher to) or inherit (the launcher's binding) (env "+EnvName("cpu-affinity")+")")
+	fs.StringArrayVar(&opts.SkipChecks, "skip-check", nil, withEnv("skip-check", "waive a named preflight check, repeatable: "+
+		strings.Join(preflight.CheckNames(), ", ")+` (README, "Preflight checks")`))
+	fs.StringVar(&opts.PreflightSysroot, "preflight-sysroot", "", withEnv("preflight-sysroot",
+		"read sys/, proc/ and dev/shm for the fabric checks under this directory, in simulation too (tests: a fake tree)"))
+	_ = fs.MarkHidden("preflight-sysroot") // for tests, not for jobs
+	c.checkRoutes = fs.Bool("check-routes", true, "before anything starts, test the connections the workers will make between nodes on their planned ports (env "+EnvName("check-routes")+")")
+	c.secretFile = fs.String("secret-file", "", "file holding the job's rendezvous secret, mode 0600 (default: env "+rendezvous.SecretEnv+"; see examples/wideep.sbatch) (env "+EnvName("secret-file")+")")
+	c.logFormat = fs.String("log-format", "console", "launcher log format: console or json (env "+EnvName("log-format")+")")
+	c.logLevel = fs.String("log-level", "info", "launcher log level: debug, info, warn, error (env "+EnvName("log-level")+")")
+	bindSpecFlags(fs, &c.spec)
+	bindRuntimeFlags(fs, &c.rf, &c.spec)
+	return fs
+}
+
+// check refuses the flags that are wrong whatever the job.
+func (c *runCommand) check() error {
+	opts := c.opts
+	if *c.role != "auto" {
+		if _, err := deploy.ParseRole(*c.role); err != nil {
+			return usageErrorf("--role %q (or %s): want auto, prefill, decode or infra", *c.role, EnvName("role"))
+		}
+	}
+	if err := checkDurations(map[string]time.Duration{
+		"grace": opts.Grace, "health-timeout": opts.HealthTimeout, "rendezvous-timeout": opts.RendezvousTimeout,
+		"infra-timeout": opts.InfraTimeout, "precompile-timeout": c.spec.PrecompileTimeout, "peer-timeout": opts.PeerTimeout,
+		"progress-interval": opts.HealthProgress, "stall-timeout": opts.StallTimeout,
+		"health-interval": opts.HealthInterval, "health-lost-timeout": opts.HealthLostTimeout,
+	}, map[string]time.Duration{"canary-interval": opts.CanaryInterval}); err != nil {
+		return err
+	}
+	if opts.CPUAffinity != node.CPUAffinityAll && opts.CPUAffinity != node.CPUAffinityInherit {
+		return usageErrorf("--cpu-affinity %q (or %s): want all or inherit", opts.CPUAffinity, EnvName("cpu-affinity"))
+	}
+	if opts.CanaryFailures < 1 {
+		return usageErrorf("--canary-failures %d (or %s): must be at least 1", opts.CanaryFailures, EnvName("canary-failures"))
+	}
+	if err := preflight.ValidateSkips(opts.SkipChecks); err != nil {
+		return usageErrorf("--skip-check: %v", err)
+	}
+	return checkRendezvousHost(*c.rvHost)
+}
+
+// checkRendezvousHost refuses what no node could dial: the nodes join
+// host:port themselves, and a mistake here would only show as every node
+// timing out in the rendezvous.
+func checkRendezvousHost(h string) error {
+	if h == "" || net.ParseIP(h) != nil {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(h); err == nil {
+		return usageErrorf("--rendezvous-host %q: give the host alone (the port is --rendezvous-port)", h)
+	}
+	if len(h) > 253 || strings.ContainsFunc(h, func(c rune) bool {
+		return !(c == '-' || c == '.' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z')
+	}) {
+		return usageErrorf("--rendezvous-host %q: not a host name or IP address", h)
+	}
+	return nil
+}
+
+// logger is where the launcher logs, and how much.
+func (c *runCommand) logger(sys System) (io.Writer, zerolog.Level, error) {
+	level, err := zerolog.ParseLevel(*c.logLevel)
+	if err != nil || *c.logLevel == "" {
+		return nil, 0, usageErrorf("--log-level %q: want debug, info, warn or error", *c.logLevel)
+	}
+	// Phase durations read best as seconds, and timestamps need sub-second
+	// precision to order what 8 nodes did within one second.
+	zerolog.DurationFieldUnit = time.Second
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	switch *c.logFormat {
+	case "console":
+		return zerolog.ConsoleWriter{Out: sys.Stderr, NoColor: true, TimeFormat: "15:04:05.000"}, level, nil
+	case "json":
+		return sys.Stderr, level, nil
+	}
+	return nil, 0, usageErrorf("--log-format %q: want console or json", *c.logFormat)
+}
+
+// prepare finishes the spec for this node and checks all of it before
+// anything is written or started: the plan, the role, the rendezvous
+// secret. A bad one exits 2 with nothing on stdout and no log directory.
+// Then it builds the node's runtime.
+func (c *runCommand) prepare(sys System, fs *pflag.FlagSet, env *slurm.Env) (rt node.Runtime, why, gpuFrom string, err error) {
+	spec := &c.spec
+	spec.NodeSource = env.NodeListVar
+	spec.ResolveGPUs(env.GPUsOnNode)
+	finishSpec(fs, sys.LookupEnv, sys.Environ(), spec)
+	gpuFrom = "--gpu-model"
+	if spec.GPUModel == "" {
+		spec.GPUModel, gpuFrom = detectGPUModel(sys, *c.simulate)
+	}
+	c.opts.SkipRoutes = !*c.checkRoutes
+	if spec.Runtime, why, err = c.rf.resolve(sys); err != nil {
+		return nil, "", "", err
+	}
+	plan, err := deploy.NewPlan(*spec, env.JobID, env.Nodes, nil)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if err := plan.CheckRole(env.NodeIndex, *c.role); err != nil {
+		return nil, "", "", err
+	}
+	// The node loads the key again at the rendezvous; a missing or
+	// world-readable secret file must not wait until after the preflight.
+	if _, _, err := rendezvous.LoadKey(sys.LookupEnv, *c.secretFile, env.JobID, env.StepID); err != nil {
+		return nil, "", "", &deploy.ConfigError{Err: err}
+	}
+	rt, err = c.rf.build(sys, *spec, env.JobID, *c.simulate)
+	return rt, why, gpuFrom, err
 }

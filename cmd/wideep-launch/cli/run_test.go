@@ -55,7 +55,7 @@ func TestRunValidation(t *testing.T) {
 		"WIDEEP_LOG_FORMAT": {map[string]string{"WIDEEP_LOG_FORMAT": "xml"}, nil, []string{`--log-format "xml"`}},
 		// All bad variables at once, each with its flag.
 		"WIDEEP_* not parsable": {map[string]string{"WIDEEP_GRACE": "soon", "WIDEEP_PREFILL_WORKERS": "two"}, nil, []string{
-			`WIDEEP_GRACE="soon" (for --grace)`, `WIDEEP_PREFILL_WORKERS="two" (for --prefill-workers)`}},
+			"WIDEEP_GRACE=soon (for --grace)", "WIDEEP_PREFILL_WORKERS=two (for --prefill-workers)"}},
 		// The command line beats the environment: with --role auto the bad
 		// variable is not used, and the next check fails instead.
 		"flag beats WIDEEP_ROLE": {map[string]string{"WIDEEP_ROLE": "bogus"}, []string{"--role", "auto"}, []string{"not inside a Slurm job"}},

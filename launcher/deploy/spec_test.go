@@ -266,3 +266,24 @@ func TestRendezvousPort(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 12345, plan.RendezvousPort, "an explicit port is kept")
 }
+
+func TestImageVersionsAndDeprecations(t *testing.T) {
+	s := spec8()
+	out := []byte(`{"sglang": "0.5.6.post2", "ai-dynamo": "0.8.0", "ai-dynamo-runtime": null}` + "\n")
+	v, err := ParseVersions(out)
+	require.NoError(t, err)
+	assert.Equal(t, Versions{SGLang: "0.5.6.post2", Dynamo: "0.8.0"}, v)
+	assert.Equal(t, "SGLang 0.5.6.post2, Dynamo 0.8.0", v.String())
+	assert.Empty(t, s.CheckImage(v))
+	assert.Contains(t, s.CheckImage(Versions{SGLang: "0.5.9"}), "the image holds SGLang 0.5.9, but the plan is made for SGLang 0.5.6.post2")
+	assert.Contains(t, s.CheckImage(Versions{}), "the image has no sglang package")
+	_, err = ParseVersions([]byte("Traceback (most recent call last):"))
+	assert.ErrorContains(t, err, "the version probe printed")
+
+	assert.Empty(t, s.Deprecations(), "0.5.6.post2 deprecates none of the guide's flags")
+	s.SGLangVersion = "0.5.8"
+	assert.Equal(t, []string{"decode worker flag --prefill-round-robin-balance: deprecated since SGLang 0.5.8 " +
+		"(a no-op with a warning) and refused by later releases: remove it with !--prefill-round-robin-balance"}, s.Deprecations())
+	s.SGLangVersion = "0.5.14"
+	assert.Len(t, s.Deprecations(), 2, "and --cuda-graph-bs on decode")
+}

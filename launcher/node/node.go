@@ -1,6 +1,6 @@
 // Package node runs one node's part of the deployment (`wideep-launch run`):
 // a declared pipeline of phases (plan → address → preflight → rendezvous →
-// container → routes → infra → precompile → start → serve, then teardown), each a small function
+// container → versions → routes → infra → precompile → start → serve, then teardown), each a small function
 // with its own timeout and timeline entry, run by one loop that handles
 // cancellation, stop reasons and verdicts in one place. Its processes run in
 // a Runtime (the host, the simulation stand-ins, a container).
@@ -213,12 +213,13 @@ type run struct {
 	ctx    context.Context // the node's: ends when the node stops
 	cancel context.CancelCauseFunc
 
-	offline *deploy.Plan // from host names, before the rendezvous
-	plan    *deploy.Plan // with every node's address
-	me      deploy.NodePlan
-	addr    string
-	kernels kernelRun    // the DeepGEMM phase
-	cpus    *unix.CPUSet // the processes' CPU affinity; nil inherits the launcher's
+	offline  *deploy.Plan // from host names, before the rendezvous
+	plan     *deploy.Plan // with every node's address
+	me       deploy.NodePlan
+	addr     string
+	kernels  kernelRun       // the DeepGEMM phase
+	versions deploy.Versions // what the image holds (the versions phase)
+	cpus     *unix.CPUSet    // the processes' CPU affinity; nil inherits the launcher's
 
 	tracker   *progressTracker // the processes' output, for stalls and reports
 	ready     chan struct{}    // closed when node 0 announces READY

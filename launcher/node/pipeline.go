@@ -32,6 +32,8 @@ var pipeline = []phase{
 		limit: func(o Options) time.Duration { return o.RendezvousTimeout }},
 	{name: "container", run: (*run).prepareRuntime, meets: true,
 		limit: func(o Options) time.Duration { return o.ImageTimeout }},
+	{name: "versions", run: (*run).probeVersions, meets: true,
+		limit: func(o Options) time.Duration { return o.RendezvousTimeout }},
 	{name: "routes", run: (*run).checkRoutes, meets: true,
 		limit: func(o Options) time.Duration { return o.RendezvousTimeout }},
 	{name: "infra", run: (*run).startInfra, meets: true,

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wideep/wideep-launch/launcher/exitcode"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 )
 
@@ -148,4 +149,21 @@ func checkSummaryGolden(t *testing.T, s Summary, name string) {
 	want, err := os.ReadFile(path)
 	require.NoError(t, err, "run with -update to create %s", path)
 	assert.Equal(t, string(want), string(b), "differs from %s (-update rewrites it)", path)
+}
+
+// An image holding another SGLang than the plan was made for is refused on
+// every node before anything starts, exit 2.
+func TestMultiNodeImageWithAnotherSGLang(t *testing.T) {
+	c := newCluster(t, "WIDEEP_SIM_SGLANG_VERSION=0.5.9")
+	c.start()
+	for i, err := range c.wait(time.Minute) {
+		require.Error(t, err, "node %d", i)
+		assert.Equal(t, exitcode.Input, exitCode(err), "node %d exits 2", i)
+		assert.Contains(t, err.Error(), `barrier "versions" failed on`, "node %d", i)
+		assert.Contains(t, err.Error(), "the image holds SGLang 0.5.9, but the plan is made for SGLang 0.5.6.post2", "node %d", i)
+		assert.Contains(t, err.Error(), "pass --sglang-version 0.5.9", "node %d", i)
+	}
+	entries, _ := os.ReadDir(filepath.Join(c.work, "records"))
+	assert.Empty(t, entries, "nothing was started")
+	assert.Empty(t, ourChildren(t))
 }

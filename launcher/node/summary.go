@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 )
 
@@ -31,19 +32,21 @@ const (
 // ended, the first failure, every node's start-up, the caches, and where
 // the logs are. `wideep-launch summary DIR` prints it again.
 type Summary struct {
-	Job        string        `json:"job"`
-	Model      string        `json:"model"`
-	Layout     string        `json:"layout"`
-	Runtime    string        `json:"runtime"`
-	Image      string        `json:"image,omitempty"`
-	Outcome    string        `json:"outcome"`
-	Reason     string        `json:"reason,omitempty"`
-	ExitCode   int           `json:"exit_code"` // node 0's
-	Ready      bool          `json:"ready"`
-	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
-	Endpoint   string        `json:"endpoint,omitempty"`
-	Started    time.Time     `json:"started"`
-	Ended      time.Time     `json:"ended"`
+	Job     string `json:"job"`
+	Model   string `json:"model"`
+	Layout  string `json:"layout"`
+	Runtime string `json:"runtime"`
+	Image   string `json:"image,omitempty"`
+	// Versions are what node 0 found in the image.
+	Versions   *deploy.Versions `json:"versions,omitempty"`
+	Outcome    string           `json:"outcome"`
+	Reason     string           `json:"reason,omitempty"`
+	ExitCode   int              `json:"exit_code"` // node 0's
+	Ready      bool             `json:"ready"`
+	ReadyAfter time.Duration    `json:"ready_after_ns,omitempty"`
+	Endpoint   string           `json:"endpoint,omitempty"`
+	Started    time.Time        `json:"started"`
+	Ended      time.Time        `json:"ended"`
 	// FirstFailure is the failure that ended the job, with the last lines of
 	// the process that failed when its node could send them.
 	FirstFailure *Failure       `json:"first_failure,omitempty"`
@@ -99,6 +102,10 @@ func (r *run) summary(err error) Summary {
 	s := Summary{Job: r.env.JobID, Model: plan.Model, Layout: plan.Layout, Runtime: r.n.Runtime.Name(),
 		Image: r.n.Spec.Image, ExitCode: codeOf(err), Started: r.started, Ended: r.n.Now(), LogDir: r.jobDir}
 	s.Outcome, s.Reason = outcome(err, !r.readyAt.IsZero())
+	if r.versions != (deploy.Versions{}) {
+		v := r.versions
+		s.Versions = &v
+	}
 	if !r.readyAt.IsZero() {
 		s.Ready, s.ReadyAfter, s.Endpoint = true, r.readyAt.Sub(r.started), plan.Frontend
 	}
@@ -188,6 +195,9 @@ func WriteSummaryText(w io.Writer, s Summary) error {
 	}
 	fmt.Fprintf(&b, "\n  %s, %s, runtime %s, %s in total, exit code %d\n", s.Model, s.Layout, s.Runtime,
 		s.Ended.Sub(s.Started).Round(time.Second), s.ExitCode)
+	if s.Versions != nil {
+		fmt.Fprintf(&b, "  image: %s\n", s.Versions)
+	}
 	if s.Ready {
 		fmt.Fprintf(&b, "  READY after %s at %s\n", s.ReadyAfter.Round(time.Millisecond), s.Endpoint)
 	}

@@ -17,6 +17,7 @@ type rvBarrier struct {
 	payload  json.RawMessage // node 0's, sent to every node on release
 	result   []byte          // release or failure, once decided
 	failed   bool
+	config   bool // a problem is the user's to fix: every node exits 2
 }
 
 func (s *Server) handle(n *rvNode, msg message) {
@@ -52,6 +53,7 @@ func (s *Server) arrive(n *rvNode, msg message) {
 		return
 	}
 	b.arrived[n.m.Index] = msg.Problem
+	b.config = b.config || (msg.Problem != "" && msg.Config)
 	if n.m.Index == 0 {
 		b.payload = msg.Payload
 	}
@@ -121,7 +123,7 @@ func (s *Server) decide(name string, b *rvBarrier, summary string, lines []strin
 	} else {
 		text := failureText(summary, lines)
 		b.failed = true
-		b.result = s.message(message{Type: msgFail, Barrier: name, Error: text})
+		b.result = s.message(message{Type: msgFail, Barrier: name, Error: text, Config: b.config})
 		s.log.Error().Str("barrier", name).Msg(text)
 	}
 	idx := make([]int, 0, len(b.arrived))

@@ -388,9 +388,21 @@ func (c *Client) Barrier(ctx context.Context, name, problem string) error {
 // returns on release, so node 0 can decide while the others wait (who
 // compiles what, where an image is) and tell them all at once.
 func (c *Client) BarrierWith(ctx context.Context, name, problem string, payload json.RawMessage) (json.RawMessage, error) {
+	return c.barrier(ctx, message{Type: msgBarrier, Barrier: name, Problem: problem, Payload: payload})
+}
+
+// CheckBarrier is Barrier for a check whose problem is the user's to fix
+// (the image holds another SGLang than the plan assumes): the failure every
+// node gets is a *VerdictError with Config set, so every node exits 2.
+func (c *Client) CheckBarrier(ctx context.Context, name, problem string) error {
+	_, err := c.barrier(ctx, message{Type: msgBarrier, Barrier: name, Problem: problem, Config: problem != ""})
+	return err
+}
+
+func (c *Client) barrier(ctx context.Context, msg message) (json.RawMessage, error) {
+	name := msg.Barrier
 	c.reqMu.Lock()
 	defer c.reqMu.Unlock()
-	msg := message{Type: msgBarrier, Barrier: name, Problem: problem, Payload: payload}
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {

@@ -15,6 +15,8 @@
 //	WIDEEP_SIM_TERM_DELAY        delay between SIGTERM/SIGINT and the clean exit (default 0)
 //	WIDEEP_SIM_PRECOMPILE_DELAY  how long the precompile "compiles" (default 0)
 //	WIDEEP_SIM_STARTUP_DELAY     how long a worker "loads weights", printing a progress line a second (default 0)
+//	WIDEEP_SIM_SGLANG_VERSION    the SGLang the simulated image holds (default 0.5.6.post2; "none": not installed)
+//	WIDEEP_SIM_DYNAMO_VERSION    the Dynamo it holds (default 0.8.0)
 //	WIDEEP_SIM_PRECOMPILE_LINGER node rank 0's precompile leaves a child holding the dist-init port
 //	                             this long after it exits (a duration, or forever)
 //	WIDEEP_SIM_LEASE_TTL         etcd lease TTL of worker instances, seconds (default 10, as Dynamo)
@@ -52,6 +54,8 @@ const (
 	EnvTermDelay       = "WIDEEP_SIM_TERM_DELAY"
 	EnvPrecompileDelay = "WIDEEP_SIM_PRECOMPILE_DELAY"
 	EnvStartupDelay    = "WIDEEP_SIM_STARTUP_DELAY"
+	EnvSGLangVersion   = "WIDEEP_SIM_SGLANG_VERSION"
+	EnvDynamoVersion   = "WIDEEP_SIM_DYNAMO_VERSION"
 	EnvLeaseTTL        = "WIDEEP_SIM_LEASE_TTL"
 	EnvFail            = "WIDEEP_SIM_FAIL"
 	EnvBindHost        = "WIDEEP_SIM_BIND_HOST"
@@ -119,6 +123,9 @@ func (s *standIn) main(args []string) int {
 	}
 	if len(args) > 0 && args[0] == lingerArg {
 		return runLinger(args[1:])
+	}
+	if len(args) == 3 && args[1] == "-c" {
+		return s.runVersionProbe(args[2])
 	}
 	module, rest, err := splitPython(args)
 	if err != nil {

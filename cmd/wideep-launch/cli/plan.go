@@ -79,6 +79,10 @@ func runPlan(sys System, args []string) (err error) {
 	if err != nil {
 		return err
 	}
+	// On stderr: the plan itself stays parseable (--output json).
+	for _, w := range spec.Deprecations() {
+		fmt.Fprintln(sys.Stderr, "wideep-launch plan: warning: "+w)
+	}
 	var wrap deploy.Wrapper
 	if spec.Runtime == deploy.RuntimeEnroot {
 		c, err := rf.commands(spec, *jobID, "")

@@ -71,6 +71,17 @@ func TestPlanTable(t *testing.T) {
 	}
 }
 
+// A plan for an SGLang that deprecated one of the planned flags says so on
+// stderr, and still plans.
+func TestPlanWarnsOfDeprecatedFlags(t *testing.T) {
+	code, out, errOut := runCLI(t, nil, "plan", "--nodelist", "gpu[01-08]", "--sglang-version", "0.5.8", "--output", "json")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "wideep-launch plan: warning: decode worker flag --prefill-round-robin-balance: deprecated since SGLang 0.5.8 "+
+		"(a no-op with a warning) and refused by later releases: remove it with !--prefill-round-robin-balance\n", errOut)
+	var p jsonPlan
+	require.NoError(t, json.Unmarshal([]byte(out), &p), "stdout is still the plan alone")
+}
+
 type jsonPlan struct {
 	JobID    string `json:"job_id"`
 	Frontend string `json:"frontend"`

@@ -1,0 +1,63 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/wideep/wideep-launch/launcher/deploy"
+)
+
+// probeVersions asks the image which SGLang and Dynamo it holds, on every
+// node (a host runtime could differ per node), and refuses, before any GPU
+// work, a plan made for another SGLang: its ports and flags would be wrong.
+// Every node gets one report naming each node that differs, and exits 2.
+func (r *run) probeVersions(ctx context.Context, limit time.Duration) error {
+	problem := ""
+	v, err := r.runVersionProbe(ctx)
+	switch {
+	case err != nil:
+		if r.stopping() {
+			return context.Cause(ctx)
+		}
+		problem = err.Error()
+	default:
+		r.versions = v
+		problem = r.n.Spec.CheckImage(v)
+		r.detail = v.String()
+		r.log.Info().Str("sglang", v.SGLang).Str("dynamo", v.Dynamo).Msg("versions in the image")
+	}
+	for _, w := range r.n.Spec.Deprecations() {
+		r.log.Warn().Msg(w)
+	}
+	bctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return r.client.CheckBarrier(bctx, "versions", problem)
+}
+
+// runVersionProbe runs deploy.VersionProbe where the processes run.
+func (r *run) runVersionProbe(ctx context.Context) (deploy.Versions, error) {
+	p := deploy.Process{Name: "versions", Argv: []string{"python3", "-c", deploy.VersionProbe}}
+	argv, env := r.n.Runtime.Command(p, r.n.Environ)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(pctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return deploy.Versions{}, fmt.Errorf("asking the image for its SGLang and Dynamo versions (python3 -c ...): %v: %s",
+			err, bytes.TrimSpace(lastBytes(stderr.Bytes(), 500)))
+	}
+	return deploy.ParseVersions(out)
+}
+
+func lastBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

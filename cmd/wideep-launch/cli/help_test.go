@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -127,5 +129,37 @@ func TestRouting(t *testing.T) {
 			assert.Empty(t, out)
 			assert.Equal(t, usage+tc.want, errOut, "usage, then the error, on stderr")
 		})
+	}
+}
+
+// generatedBlock matches a README block the binary writes: its command line
+// in the opening comment, the output in a text fence.
+var generatedBlock = regexp.MustCompile("(?s)<!-- generated: ([^>]*?) -->\n(.*?)<!-- /generated -->")
+
+// The README shows the reference plan and the flag reference as the binary
+// prints them; -update rewrites them there.
+func TestREADMEShowsWhatTheBinaryPrints(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "README.md")
+	readme, err := os.ReadFile(path)
+	require.NoError(t, err)
+	blocks := generatedBlock.FindAllSubmatchIndex(readme, -1)
+	require.Len(t, blocks, 3, "the plan and the run and plan flag references")
+	var out bytes.Buffer
+	last := 0
+	for _, b := range blocks {
+		args := strings.Fields(string(readme[b[2]:b[3]]))
+		code, stdout, stderr := runCLI(t, nil, args...)
+		require.Equal(t, 0, code, "%v: %s", args, stderr)
+		want := "```text\n" + stdout + "```\n"
+		if !*update {
+			assert.Equal(t, want, string(readme[b[4]:b[5]]), "README block %q differs from the binary's output (-update rewrites it)", args)
+		}
+		out.Write(readme[last:b[4]])
+		out.WriteString(want)
+		last = b[5]
+	}
+	out.Write(readme[last:])
+	if *update {
+		require.NoError(t, os.WriteFile(path, out.Bytes(), 0o644))
 	}
 }

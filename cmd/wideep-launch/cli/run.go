@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -70,6 +71,7 @@ type runCommand struct {
 	secretFile  *string
 	logFormat   *string
 	logLevel    *string
+	dryRun      *bool
 }
 
 func runRun(sys System, args []string) (err error) {
@@ -95,6 +97,9 @@ func runRun(sys System, args []string) (err error) {
 	env, err := slurm.ReadEnv(sys.LookupEnv)
 	if err != nil {
 		return err
+	}
+	if *c.dryRun {
+		return c.printPlan(sys, fs, env)
 	}
 	runtime, why, gpuFrom, err := c.prepare(sys, fs, env)
 	if err != nil {
@@ -134,6 +139,7 @@ func (c *runCommand) flags(sys System) *pflag.FlagSet {
 	def, opts := node.DefaultOptions(), &c.opts
 	fs := newFlagSet(sys, "run", "wideep-launch run [flags]", runDescription)
 	c.role = fs.String("role", "auto", "this node's role: auto (from the plan), or prefill, decode, infra to assert it (env "+EnvName("role")+")")
+	c.dryRun = fs.Bool("dry-run", false, "check everything that needs no other node, print the plan and this node's part, start nothing (env "+EnvName("dry-run")+")")
 	c.simulate = fs.Bool("simulate", false, "run stand-ins instead of SGLang, the Dynamo frontend and the precompile (env "+EnvName("simulate")+")")
 	fs.DurationVar(&opts.Grace, "grace", def.Grace, "time between SIGTERM and SIGKILL for the node's processes; keep it below Slurm's KillWait (env "+EnvName("grace")+")")
 	fs.DurationVar(&opts.HealthTimeout, "health-timeout", def.HealthTimeout, "how long node 0 waits for the frontend to serve the model with every worker registered (env "+EnvName("health-timeout")+")")
@@ -232,6 +238,37 @@ func (c *runCommand) logger(sys System) (io.Writer, zerolog.Level, error) {
 // anything is written or started: the plan, the role, the rendezvous
 // secret. A bad one exits 2 with nothing on stdout and no log directory.
 // Then it builds the node's runtime.
+// printPlan is --dry-run: the plan this node computes from the job's
+// environment and flags, and its own part, with nothing started or written.
+// The runtime is taken as given (auto shows as host): a job template can
+// be checked outside its container.
+func (c *runCommand) printPlan(sys System, fs *pflag.FlagSet, env *slurm.Env) error {
+	spec := &c.spec
+	spec.NodeSource = env.NodeListVar
+	spec.ResolveGPUs(env.GPUsOnNode)
+	finishSpec(fs, sys.LookupEnv, sys.Environ(), spec)
+	if c.rf.runtime != "auto" {
+		spec.Runtime = c.rf.runtime
+	}
+	plan, err := deploy.NewPlan(*spec, env.JobID, env.Nodes, nil)
+	if err != nil {
+		return err
+	}
+	if err := plan.CheckRole(env.NodeIndex, *c.role); err != nil {
+		return err
+	}
+	for _, w := range spec.Deprecations() {
+		fmt.Fprintln(sys.Stderr, "wideep-launch run: warning: "+w)
+	}
+	if err := deploy.WriteTable(sys.Stdout, plan); err != nil {
+		return err
+	}
+	me := plan.Nodes[env.NodeIndex]
+	_, err = fmt.Fprintf(sys.Stdout, "\ndry run: this is node %d (%s), %s; it would run %s\n",
+		me.Index, me.Host, me.Role, me.ProcessNames())
+	return err
+}
+
 func (c *runCommand) prepare(sys System, fs *pflag.FlagSet, env *slurm.Env) (rt node.Runtime, why, gpuFrom string, err error) {
 	spec := &c.spec
 	spec.NodeSource = env.NodeListVar

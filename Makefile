@@ -39,8 +39,8 @@ test-e2e: deps
 # The fault matrix (issue #12): every fault of README "A job is a gang", with and
 # without srun --kill-on-bad-exit, on the local 8-node Slurm; prints the table.
 faults: deps build
-	WIDEEP_FAULTS_REPORT=$(CURDIR)/faults.md $(GO) test -count=1 -timeout 30m -v -run TestE2EFaultMatrix ./cmd/wideep-launch/
-	cat faults.md
+	@rm -f faults.md; WIDEEP_FAULTS_REPORT=$(CURDIR)/faults.md $(GO) test -count=1 -timeout 30m -v -run TestE2EFaultMatrix ./cmd/wideep-launch/; \
+	  rc=$$?; echo; cat faults.md 2>/dev/null || echo "no faults.md: the test stopped before its report"; exit $$rc
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/...

@@ -87,6 +87,11 @@ func (r *Runtime) Prepare(ctx context.Context, n node.Node) error {
 	problem := ""
 	if n.Index == 0 {
 		d, err := r.ensureImage(ctx, n)
+		if stopped(ctx) {
+			// The node is being stopped: the import's error is a consequence,
+			// not news for the other nodes (they are being stopped too).
+			return context.Cause(ctx)
+		}
 		if err != nil {
 			problem = err.Error()
 		} else {
@@ -109,11 +114,20 @@ func (r *Runtime) Prepare(ctx context.Context, n node.Node) error {
 	} else if missing := r.missing(ctx, n.Processes); len(missing) > 0 {
 		problem = strings.Join(missing, "; ")
 	}
+	if stopped(ctx) {
+		return context.Cause(ctx)
+	}
 	if problem == "" {
 		n.Log.Info().Str("container", r.Container).Str("image", d.Path).Msg("container ready")
 	}
 	_, err = n.Barrier(ctx, "container", problem, nil)
 	return err
+}
+
+// stopped says whether ctx ended because the node is stopping (not because
+// the image timeout ran out, which is a failure to report).
+func stopped(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 func (r *Runtime) ensureImage(ctx context.Context, n node.Node) (imageDecision, error) {

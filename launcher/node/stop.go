@@ -146,6 +146,12 @@ func (r *run) peerStop(ae *rendezvous.AbortError) error {
 	}
 	select {
 	case <-r.signalled:
+		if r.ownSignal == syscall.SIGUSR1 {
+			// Our own sbatch --signal=USR1 came too: the planned stop
+			// before the time limit, whichever node heard it first.
+			r.log.Info().Msg("stopped gracefully on SIGUSR1 (time limit approaching)")
+			return nil
+		}
 		return &StoppedError{Node: r.idx, Host: r.host, Signal: r.ownSignal}
 	default:
 		return ae

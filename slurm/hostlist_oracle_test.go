@@ -44,7 +44,7 @@ func newScontrol(t *testing.T) *scontrol {
 	t.Helper()
 	path, err := exec.LookPath("scontrol")
 	if err != nil {
-		t.Skipf("scontrol not installed: %v (Debian package slurm-client; .ci/run installs it)", err)
+		t.Fatalf("scontrol not installed: %v (Debian package slurm-client; make deps installs it)", err)
 	}
 	conf := filepath.Join(t.TempDir(), "slurm.conf")
 	require.NoError(t, os.WriteFile(conf, []byte("ClusterName=x\nSlurmctldHost=localhost\n"), 0o644))

@@ -298,7 +298,7 @@ func TestPlanInfraProcesses(t *testing.T) {
 func TestNATSConfigAcceptedByNATSServer(t *testing.T) {
 	bin, err := exec.LookPath("nats-server")
 	if err != nil {
-		t.Skip("needs nats-server (Debian package nats-server)")
+		t.Fatal("needs nats-server (Debian package nats-server; make deps installs it)")
 	}
 	plan, err := NewPlan(spec8(), "1", gpuHosts(8), nil)
 	require.NoError(t, err)

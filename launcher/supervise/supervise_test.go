@@ -406,7 +406,7 @@ func TestSupervisorExitCodes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if tc.needs != "" {
 				if _, err := exec.LookPath(tc.needs); err != nil {
-					t.Skipf("needs %s: %v", tc.needs, err)
+					t.Fatalf("needs %s (make deps installs it): %v", tc.needs, err)
 				}
 			}
 			s, _ := newTestSupervisor(t, 0)

@@ -64,7 +64,7 @@ func StartEtcd(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
-		t.Skip("etcd not installed (Debian package etcd-server); CI installs it")
+		t.Fatal("etcd not installed (Debian package etcd-server; make deps installs it)")
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before etcd binds it
@@ -95,7 +95,7 @@ func StartNATS(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("nats-server")
 	if err != nil {
-		t.Skip("nats-server not installed (Debian package nats-server); CI installs it")
+		t.Fatal("nats-server not installed (Debian package nats-server; make deps installs it)")
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {

@@ -1,8 +1,10 @@
 // Package argspec holds the real command-line grammars of the programs the
 // launcher starts: SGLang's server (sglang.launch_server, i.e.
 // ServerArgs.add_cli_args) at sglang 0.5.6.post2, sglang.compile_deep_gemm
-// (the same plus --timeout), and Dynamo's dynamo.sglang (Dynamo's own flags,
-// then SGLang's). The grammars are data (data/*.tsv, embedded), each file
+// (the same plus --timeout), Dynamo's dynamo.sglang (Dynamo's own flags,
+// then SGLang's) and Dynamo's frontend (dynamo.frontend, an older Dynamo
+// snapshot; see DynamoFrontend). The grammars are data (data/*.tsv,
+// embedded; README.md says how they were derived), each file
 // headed by the repository, file, commit or index id it was read from and by
 // how the version was pinned; every row that is not certain says why it is
 // there in its note column.

@@ -28,6 +28,10 @@ type Error struct {
 	Token string
 	// Msg is argparse's message, without the "prog: error: " prefix.
 	Msg string
+	// Unrecognized are the left-over tokens when that is the whole error
+	// ("unrecognized arguments: ..."), for programs that use
+	// parse_known_args and report them themselves (dynamo.frontend).
+	Unrecognized []string
 }
 
 func (e *Error) Error() string { return e.Tool + ": error: " + e.Msg }
@@ -71,7 +75,7 @@ func (t *Table) Parse(argv []string) ([]Arg, error) {
 		for i, p := range rest {
 			extras[i] = argv[p]
 		}
-		return nil, &Error{Tool: t.Tool, Token: extras[0], Msg: "unrecognized arguments: " + strings.Join(extras, " ")}
+		return nil, &Error{Tool: t.Tool, Token: extras[0], Msg: "unrecognized arguments: " + strings.Join(extras, " "), Unrecognized: extras}
 	}
 	slices.SortFunc(args, func(a, b placed) int { return a.pos - b.pos })
 	out := make([]Arg, len(args))

@@ -28,7 +28,12 @@ func TestParse(t *testing.T) {
 		want    Status
 		wantErr string
 	}{
-		"healthy, Dynamo shape": {
+		// Real bodies (testdata/dynamo) are parsed in TestParseRealBodies;
+		// the cases here are shapes no real body shows.
+		//
+		// No real body has a prefill component or a transport with a
+		// host:port address (the docs' instances use nats_tcp subjects).
+		"prefill with a tcp transport address": {
 			body: `{"status":"healthy","endpoints":["dyn://dynamo.prefill.generate","dyn://dynamo.backend.generate"],
 				"instances":[
 				 {"component":"prefill","endpoint":"generate","namespace":"dynamo","instance_id":7587888160958628000,"transport":{"tcp":"10.0.0.1:34567"}},
@@ -40,16 +45,15 @@ func TestParse(t *testing.T) {
 				{Component: "backend", Endpoint: "clear_kv_blocks", Namespace: "dynamo", InstanceID: "7587888160958628001"},
 			}},
 		},
-		"older frontend before any worker: HTTP 200 unhealthy": {
-			body: `{"status":"unhealthy","endpoints":[],"instances":[]}`,
-			want: Status{Status: "unhealthy"},
-		},
-		"newer decode component, host field, u64 id": {
+		// No real body shows a "decode" component, a "host" field (the
+		// simulation's frontend adds one) or an id beyond i64.
+		"decode component, host field, u64 id": {
 			body: `{"status":"healthy","instances":[{"component":"decode","endpoint":"generate","instance_id":18446744073709551615,"host":"gpu05"}]}`,
 			want: Status{Status: "healthy", Decode: 1, Instances: []Instance{
 				{Component: "decode", Endpoint: "generate", InstanceID: "18446744073709551615", Host: "gpu05"},
 			}},
 		},
+		// No real body lists an instance twice.
 		"an instance listed twice counts once": {
 			body: `{"status":"healthy","instances":[{"component":"prefill","endpoint":"generate","instance_id":1},{"component":"prefill","endpoint":"generate","instance_id":1},{"component":"prefill","endpoint":"generate","instance_id":2}]}`,
 			want: Status{Status: "healthy", Prefill: 2, Instances: []Instance{
@@ -58,14 +62,19 @@ func TestParse(t *testing.T) {
 				{Component: "prefill", Endpoint: "generate", InstanceID: "2"},
 			}},
 		},
+		// No real body has a component other than backend.
 		"other components do not count": {
 			body: `{"status":"healthy","instances":[{"component":"router","endpoint":"generate","instance_id":"9"}]}`,
 			want: Status{Status: "healthy", Instances: []Instance{{Component: "router", Endpoint: "generate", InstanceID: "9"}}},
 		},
-		"status without instances (newer frontend, not asked for them)": {
-			body: `{"status":"healthy"}`,
-			want: Status{Status: "healthy"},
+		// No source answers HTTP 200 with "unhealthy" (the research found
+		// none); the gate parses bodies whatever the status, so this stays
+		// as a defensive case.
+		"unhealthy with empty lists": {
+			body: `{"status":"unhealthy","endpoints":[],"instances":[]}`,
+			want: Status{Status: "unhealthy"},
 		},
+		// Malformed answers: no real body, by definition.
 		"not JSON":           {body: `<html>502 Bad Gateway</html>`, wantErr: "not a JSON object"},
 		"neither field":      {body: `{"uptime":3}`, wantErr: "neither status nor instances"},
 		"array":              {body: `[]`, wantErr: "not a JSON object"},
@@ -106,6 +115,9 @@ func (f *hgFrontend) start(t *testing.T) string {
 		f.polls.Add(1)
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if f.health == hgUnhealthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
 		fmt.Fprint(w, f.health)
 	})
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
@@ -119,13 +131,17 @@ func (f *hgFrontend) start(t *testing.T) string {
 }
 
 const (
-	hgModel      = "deepseek-ai/DeepSeek-R1"
-	hgNoModels   = `{"object":"list","data":[]}`
-	hgModels     = `{"object":"list","data":[{"id":"deepseek-ai/DeepSeek-R1","object":"model"}]}`
-	hgUnhealthy  = `{"status":"unhealthy","endpoints":[],"instances":[]}`
+	hgModel    = "deepseek-ai/DeepSeek-R1"
+	hgNoModels = `{"object":"list","data":[]}`
+	hgModels   = `{"object":"list","data":[{"id":"deepseek-ai/DeepSeek-R1","object":"model"}]}`
+	// Hand-written: no real body has a prefill instance (see testdata/dynamo).
 	hgPrefillOne = `{"status":"healthy","instances":[{"component":"prefill","endpoint":"generate","instance_id":1,"host":"10.0.0.1"}]}`
 	hgBoth       = `{"status":"healthy","instances":[{"component":"prefill","endpoint":"generate","instance_id":1},{"component":"backend","endpoint":"generate","instance_id":2}]}`
 )
+
+// hgUnhealthy is a real frontend's answer before any worker registered
+// (Dynamo docs @09f25a13), served with its real status, 503.
+var hgUnhealthy = string(realBody(nil, "docs-09f25a13-2025-09-frontend-unhealthy-503.json"))
 
 // hgLongWait bounds waits that must end for another reason; it is never what
 // makes a test pass.

@@ -12,7 +12,7 @@ import (
 
 // Status is a parsed /health body.
 type Status struct {
-	Status  string // as reported: "healthy", "unhealthy" (older frontends, HTTP 200), ...
+	Status  string // as reported: "healthy", "unhealthy", "not_ready", "shutting_down", ...
 	Prefill int    // distinct instances with endpoint "generate" and component "prefill"
 	Decode  int    // distinct instances with endpoint "generate" and component "decode" or "backend"
 	// Instances are all instances listed, whatever their endpoint.
@@ -31,8 +31,9 @@ type Instance struct {
 }
 
 // Parse parses the body of the frontend's /health. It counts what is
-// registered and does not judge the "status" field: older frontends answer
-// HTTP 200 with "status":"unhealthy" until a worker registers.
+// registered and does not judge the "status" field: "healthy" says the
+// frontend discovered its instances, not that every planned worker is there
+// (testdata/dynamo has real bodies, with their Dynamo versions).
 func Parse(body []byte) (Status, error) {
 	var raw struct {
 		Status    *string                      `json:"status"`

@@ -3,6 +3,7 @@ package health
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -26,6 +27,12 @@ func FuzzParse(f *testing.F) {
 		`{"instances":{"a":1}}`, "{\"status\":\"\xff\"}", `{"status":1e999}`,
 	} {
 		f.Add([]byte(s))
+	}
+	// Every real body (testdata/dynamo).
+	real, err := filepath.Glob(filepath.Join("testdata", "dynamo", "*.json"))
+	require.NoError(f, err)
+	for _, name := range real {
+		f.Add(realBody(f, filepath.Base(name)))
 	}
 	// A long body that is not JSON: the error must quote only its start.
 	f.Add(bytes.Repeat([]byte("\x00<html>"), 1024))

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,25 +11,36 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wideep/wideep-launch/launcher/argspec"
 )
 
 // The sim frontend answers like dynamo.frontend: /live, /health (the Dynamo
 // shape, built from the instances registered in etcd), /v1/models and a
 // canned /v1/chat/completions.
 
-// HealthResponse is the body of the frontend's /health. Like older Dynamo
-// frontends, status is "unhealthy" (with HTTP 200) while no instance is
-// registered.
+// HealthResponse is the body of the frontend's /health, in the shape of
+// Dynamo's newest handler (ai-dynamo/dynamo lib/llm/src/http/service/health.rs
+// @0ab2b3f52fdb5bc39da3c907bf258302ec0e67bd): status "healthy" with HTTP 200
+// once the initial model discovery completed (whether or not any worker has
+// registered), else "not_ready" (or "shutting_down") with HTTP 503; the
+// endpoints sorted and deduplicated; every registered instance listed.
 type HealthResponse struct {
-	Status    string           `json:"status"`
-	Message   string           `json:"message,omitempty"`
-	Endpoints []string         `json:"endpoints"`
-	Instances []HealthInstance `json:"instances"`
+	Status                   string           `json:"status"` // healthy, not_ready, shutting_down
+	Message                  string           `json:"message"`
+	InitialDiscoveryComplete bool             `json:"initial_discovery_complete"`
+	InitialDiscoveryError    *string          `json:"initial_discovery_error"`
+	Endpoints                []string         `json:"endpoints"`
+	Instances                []HealthInstance `json:"instances"`
 }
 
-// HealthInstance is one entry of /health's instances.
+// HealthInstance is one entry of /health's instances: Dynamo's instance
+// fields (component, endpoint, namespace, instance_id), then two of the
+// stand-in's own: host (real instances carry a "transport" object, whose
+// address launcher/health reads the host from) and model.
 type HealthInstance struct {
 	Component  string `json:"component"`
 	Endpoint   string `json:"endpoint"`
@@ -45,12 +57,26 @@ type frontend struct {
 	stopping atomic.Bool
 	hung     atomic.Bool // an injected hang
 	requests atomic.Int64
+
+	// The initial model discovery: complete after the first successful
+	// read of the instances; until then, the last read's error.
+	discoveryMu  sync.Mutex
+	discovered   bool
+	discoveryErr string
 }
 
 func (s *standIn) runFrontend(argv []string) int {
 	const prog = "python3 -m " + ModuleFrontend
-	a, err := parseArgs(argv, frontendFlags)
-	if code, done := s.argsDone(prog, frontendFlags, err); done {
+	a, err := parseArgs(frontendGrammar(), argv)
+	var pe *argspec.Error
+	if errors.As(err, &pe) && pe.Unrecognized != nil {
+		// dynamo.frontend parses with parse_known_args and refuses the
+		// left-overs itself (main.py @ed34fa25): a log line and exit 1,
+		// not argparse's usage error.
+		fmt.Fprintf(s.stderr, "ERROR dynamo.frontend: Unknown arguments specified: %s\n", pyListRepr(pe.Unrecognized))
+		return exitError
+	}
+	if code, done := s.argsDone(frontendGrammar(), err); done {
 		return code
 	}
 	port := 8000
@@ -60,8 +86,8 @@ func (s *standIn) runFrontend(argv []string) int {
 			return exitUsage
 		}
 	}
-	port = a.int("http-port", port)
-	host := a.str("http-host", "0.0.0.0")
+	port = a.int("--http-port", port)
+	host := a.str("--http-host", "0.0.0.0")
 	names := s.nodeNames()
 	s.prefix = fmt.Sprintf("sim frontend [%s]: ", names[0])
 	fails, termDelay, err := s.commonEnv()
@@ -88,6 +114,7 @@ func (s *standIn) runFrontend(argv []string) int {
 	go func() { served <- srv.Serve(ln) }()
 	ctx, stop := s.terminated()
 	defer stop()
+	go fe.discover(ctx)
 
 	rec.State = "serving"
 	s.save(rec)
@@ -146,12 +173,13 @@ func (fe *frontend) handler() http.Handler {
 
 func (fe *frontend) routes() http.Handler {
 	mux := http.NewServeMux()
+	// /live as health.rs @0ab2b3f5 answers it.
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
 		if fe.stopping.Load() {
-			writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+			writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down", "message": "Service is shutting down"})
 			return
 		}
-		writeJSONResponse(w, http.StatusOK, map[string]string{"status": "live"})
+		writeJSONResponse(w, http.StatusOK, map[string]string{"status": "live", "message": "Service is live"})
 	})
 	mux.HandleFunc("GET /health", fe.health)
 	mux.HandleFunc("GET /v1/models", fe.models)
@@ -163,6 +191,9 @@ func (fe *frontend) routes() http.Handler {
 // and ID. Keys that do not decode are skipped: they are not ours to judge.
 func (fe *frontend) instances(ctx context.Context) ([]Instance, error) {
 	kvs, err := fe.etcd.GetPrefix(ctx, InstancePrefix)
+	if ctx.Err() == nil {
+		fe.noteDiscovery(err) // a read cut short by its caller says nothing
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -182,31 +213,75 @@ func (fe *frontend) instances(ctx context.Context) ([]Instance, error) {
 	return out, nil
 }
 
+// discover is the initial model discovery: it reads the instances until
+// one read succeeds.
+func (fe *frontend) discover(ctx context.Context) {
+	for {
+		if _, err := fe.instances(ctx); err == nil || fe.discoveryDone() {
+			return
+		}
+		if !sleepCtx(ctx, 500*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func (fe *frontend) discoveryDone() bool {
+	fe.discoveryMu.Lock()
+	defer fe.discoveryMu.Unlock()
+	return fe.discovered
+}
+
+// noteDiscovery records the outcome of a read of the instances for the
+// initial discovery; after it completed, failures no longer matter.
+func (fe *frontend) noteDiscovery(err error) {
+	fe.discoveryMu.Lock()
+	defer fe.discoveryMu.Unlock()
+	switch {
+	case fe.discovered:
+	case err == nil:
+		fe.discovered, fe.discoveryErr = true, ""
+	default:
+		fe.discoveryErr = err.Error()
+	}
+}
+
+// health answers like health.rs @0ab2b3f5: the status from the service's
+// state, the instances whatever the status (an empty list when they cannot
+// be read, as list_all_instances failing gives).
 func (fe *frontend) health(w http.ResponseWriter, r *http.Request) {
 	ins, err := fe.instances(r.Context())
-	if err != nil {
-		writeJSONResponse(w, http.StatusServiceUnavailable, HealthResponse{
-			Status: "unhealthy", Message: "discovery: " + err.Error(), Endpoints: []string{}, Instances: []HealthInstance{},
-		})
-		return
+	fe.discoveryMu.Lock()
+	resp := HealthResponse{InitialDiscoveryComplete: fe.discovered, Endpoints: []string{}, Instances: make([]HealthInstance, 0, len(ins))}
+	if fe.discoveryErr != "" {
+		msg := fe.discoveryErr
+		resp.InitialDiscoveryError = &msg
 	}
-	resp := HealthResponse{Status: "healthy", Endpoints: []string{}, Instances: make([]HealthInstance, 0, len(ins))}
-	seen := map[string]bool{}
+	fe.discoveryMu.Unlock()
+	code := http.StatusServiceUnavailable
+	switch {
+	case fe.stopping.Load():
+		resp.Status, resp.Message = "shutting_down", "Service is shutting down"
+	case resp.InitialDiscoveryError != nil:
+		resp.Status, resp.Message = "not_ready", "Initial model discovery failed: "+*resp.InitialDiscoveryError
+	case !resp.InitialDiscoveryComplete:
+		resp.Status, resp.Message = "not_ready", "Initial model discovery in progress"
+	default:
+		code, resp.Status, resp.Message = http.StatusOK, "healthy", "Service is healthy"
+	}
+	if err != nil {
+		ins = nil
+	}
 	for _, in := range ins {
-		ep := fmt.Sprintf("dyn://%s.%s.%s", in.Namespace, in.Component, in.Endpoint)
-		if !seen[ep] {
-			seen[ep] = true
-			resp.Endpoints = append(resp.Endpoints, ep)
-		}
+		resp.Endpoints = append(resp.Endpoints, fmt.Sprintf("dyn://%s.%s.%s", in.Namespace, in.Component, in.Endpoint))
 		resp.Instances = append(resp.Instances, HealthInstance{
 			Component: in.Component, Endpoint: in.Endpoint, Namespace: in.Namespace,
 			InstanceID: in.InstanceID, Host: in.Host, Model: in.Model,
 		})
 	}
-	if len(ins) == 0 {
-		resp.Status, resp.Message = "unhealthy", "no instances registered"
-	}
-	writeJSONResponse(w, http.StatusOK, resp)
+	sort.Strings(resp.Endpoints)
+	resp.Endpoints = slices.Compact(resp.Endpoints)
+	writeJSONResponse(w, code, resp)
 }
 
 // servedModels are the models of the instances that answer requests: decode

@@ -37,7 +37,7 @@ func post(t *testing.T, url, body string) (int, http.Header, []byte) {
 func health(t *testing.T, base string) HealthResponse {
 	t.Helper()
 	code, body := get(t, base+"/health")
-	require.Equal(t, http.StatusOK, code, "older frontends answer 200 even when unhealthy: %s", body)
+	require.Equal(t, http.StatusOK, code, "healthy once the initial discovery completed: %s", body)
 	var h HealthResponse
 	require.NoError(t, json.Unmarshal(body, &h), "%s", body)
 	return h
@@ -76,13 +76,19 @@ func TestFrontendFollowsRegistrations(t *testing.T) {
 
 	code, body := get(t, base+"/live")
 	assert.Equal(t, http.StatusOK, code)
-	assert.JSONEq(t, `{"status":"live"}`, string(body))
+	assert.JSONEq(t, `{"status":"live","message":"Service is live"}`, string(body))
 
+	// Dynamo's newest /health: healthy as soon as the initial discovery is
+	// done, workers or not; the instances say who registered.
 	h := health(t, base)
-	assert.Equal(t, "unhealthy", h.Status)
+	assert.Equal(t, "healthy", h.Status)
+	assert.Equal(t, "Service is healthy", h.Message)
+	assert.True(t, h.InitialDiscoveryComplete)
+	assert.Nil(t, h.InitialDiscoveryError)
 	assert.Empty(t, h.Instances)
 	_, raw := get(t, base+"/health")
 	assert.Contains(t, string(raw), `"instances":[]`, "an empty list, not null")
+	assert.Contains(t, string(raw), `"initial_discovery_error":null`)
 	assert.Empty(t, modelIDs(t, base))
 	code, _, _ = post(t, base+"/v1/chat/completions", chatBody)
 	assert.Equal(t, http.StatusServiceUnavailable, code, "no model ready yet")
@@ -108,7 +114,7 @@ func TestFrontendFollowsRegistrations(t *testing.T) {
 	assert.Equal(t, prefillRec.Instance.InstanceID, byComponent["prefill"].InstanceID)
 	assert.Equal(t, decodeRec.Instance.InstanceID, byComponent["backend"].InstanceID)
 	assert.Equal(t, "gpu05", byComponent["backend"].Host)
-	assert.ElementsMatch(t, []string{"dyn://dynamo.prefill.generate", "dyn://dynamo.backend.generate"}, h.Endpoints)
+	assert.Equal(t, []string{"dyn://dynamo.backend.generate", "dyn://dynamo.prefill.generate"}, h.Endpoints, "sorted")
 	assert.Equal(t, []string{"deepseek-ai/DeepSeek-R1"}, modelIDs(t, base))
 
 	code, _, body = post(t, base+"/v1/chat/completions", chatBody)
@@ -158,9 +164,19 @@ func TestFrontendStartupErrors(t *testing.T) {
 		wantCode int
 		want     string
 	}{
+		// main.py @ed34fa25 parses with parse_known_args and refuses the
+		// left-overs itself: exit 1, not argparse's 2.
 		"unknown flag": {
-			argv:     []string{"python3", "-m", "dynamo.frontend", "--http-port=8000", "--grpc-port=9000"},
-			wantCode: 2, want: "unrecognized arguments: --grpc-port=9000",
+			argv:     []string{"python3", "-m", "dynamo.frontend", "--http-port=8000", "--grpc-port=9000", "x y"},
+			wantCode: 1, want: "Unknown arguments specified: ['--grpc-port=9000', 'x y']",
+		},
+		"flag of another Dynamo component": {
+			argv:     []string{"python3", "-m", "dynamo.frontend", "--response-plane", "tcp"},
+			wantCode: 1, want: "Unknown arguments specified: ['--response-plane', 'tcp']",
+		},
+		"bad choice": {
+			argv:     []string{"python3", "-m", "dynamo.frontend", "--router-mode", "least-loaded"},
+			wantCode: 2, want: "python3 -m dynamo.frontend: error: argument --router-mode: invalid choice: 'least-loaded' (choose from 'round-robin', 'random', 'kv', 'direct')",
 		},
 		"bad port": {
 			argv:     []string{"python3", "-m", "dynamo.frontend", "--http-port=http"},
@@ -179,4 +195,24 @@ func TestFrontendStartupErrors(t *testing.T) {
 			assert.Contains(t, r.stderr.String(), tc.want)
 		})
 	}
+}
+
+// Before the initial model discovery has completed (etcd unreachable), the
+// frontend is not ready: HTTP 503 and the reason, as health.rs @0ab2b3f5.
+func TestFrontendNotReadyUntilDiscovery(t *testing.T) {
+	port := simtest.FreePort(t)
+	dead := "http://127.0.0.1:" + strconv.Itoa(simtest.FreePort(t))
+	fe := startStandIn(t, []string{"python3", "-m", "dynamo.frontend", "--http-port", strconv.Itoa(port)},
+		envMap("ETCD_ENDPOINTS", dead, "SLURMD_NODENAME", "gpu01"))
+	fe.waitServing()
+	code, body := get(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/health")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	var h HealthResponse
+	require.NoError(t, json.Unmarshal(body, &h), "%s", body)
+	assert.Equal(t, "not_ready", h.Status)
+	assert.False(t, h.InitialDiscoveryComplete)
+	require.NotNil(t, h.InitialDiscoveryError)
+	assert.Equal(t, "Initial model discovery failed: "+*h.InitialDiscoveryError, h.Message)
+	assert.Empty(t, h.Instances)
+	assert.Equal(t, 0, fe.terminate())
 }

@@ -23,9 +23,8 @@ const precompileKernels = 3
 // The hashes depend on the kernel-relevant flags, so prefill and decode
 // layouts produce different kernels and a rerun finds them cached.
 func (s *standIn) runPrecompile(argv []string) int {
-	const prog = "python3 -m " + ModulePrecompile
-	a, err := parseArgs(argv, precompileFlags, "model-path")
-	if code, done := s.argsDone(prog, precompileFlags, err); done {
+	a, err := parseArgs(precompileGrammar(), argv)
+	if code, done := s.argsDone(precompileGrammar(), err); done {
 		return code
 	}
 	names := s.nodeNames()
@@ -42,8 +41,8 @@ func (s *standIn) runPrecompile(argv []string) int {
 	}
 	dir := s.cacheDir()
 	rec := s.newRecord(rolePrecompile, ModulePrecompile)
-	rec.NodeRank, rec.NNodes, rec.DistInitAddr = a.int("node-rank", 0), a.int("nnodes", 1), a.str("dist-init-addr", "")
-	rec.Model, rec.CacheDir = a.str("served-model-name", a.str("model-path", "")), dir
+	rec.NodeRank, rec.NNodes, rec.DistInitAddr = a.int("--node-rank", 0), a.int("--nnodes", 1), a.str("--dist-init-addr", "")
+	rec.Model, rec.CacheDir = a.str("--served-model-name", a.str("--model-path", "")), dir
 	if fl, ok := findFailure(fails, names, rolePrecompile, StageStartup); ok {
 		s.logf("injected failure %s: exiting with code %d at startup", fl, fl.Code)
 		return s.finish(rec, fl.Code, "injected failure at startup")
@@ -97,7 +96,7 @@ func (s *standIn) runPrecompile(argv []string) int {
 // holds it until killed.
 func (s *standIn) linger(a *args) error {
 	v := s.getenv(EnvPrecompileLinger)
-	if v == "" || a.int("node-rank", 0) != 0 || !a.has("dist-init-addr") {
+	if v == "" || a.int("--node-rank", 0) != 0 || !a.has("--dist-init-addr") {
 		return nil
 	}
 	if v != "forever" {
@@ -105,7 +104,7 @@ func (s *standIn) linger(a *args) error {
 			return fmt.Errorf("want a duration or forever, got %q", v)
 		}
 	}
-	_, port, err := net.SplitHostPort(a.str("dist-init-addr", ""))
+	_, port, err := net.SplitHostPort(a.str("--dist-init-addr", ""))
 	if err != nil {
 		return err
 	}
@@ -184,7 +183,9 @@ func kernelHash(a *args, i int) string {
 		"deepep-mode", "moe-a2a-backend", "chunked-prefill-size", "enable-two-batch-overlap",
 		"disaggregation-mode", "cuda-graph-bs",
 	} {
-		fmt.Fprintf(&b, "%s=%s;", name, a.str(name, ""))
+		// Keyed by the names the stand-ins always used, so hashes (and the
+		// kernels of earlier simulated runs) stay what they were.
+		fmt.Fprintf(&b, "%s=%s;", name, a.text("--"+name))
 	}
 	fmt.Fprintf(&b, "kernel=%d", i)
 	sum := sha256.Sum256([]byte(b.String()))

@@ -83,20 +83,20 @@ const (
 // after parsing; their failures are runtime errors (exit 1), not usage.
 func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 	c := &workerConfig{
-		nnodes:    a.int("nnodes", 1),
-		rank:      a.int("node-rank", 0),
-		distInit:  a.str("dist-init-addr", ""),
-		bindHost:  a.str("host", "127.0.0.1"),
-		port:      a.int("port", -1),
-		modelPath: a.str("model-path", ""),
+		nnodes:    a.int("--nnodes", 1),
+		rank:      a.int("--node-rank", 0),
+		distInit:  a.str("--dist-init-addr", ""),
+		bindHost:  a.str("--host", "127.0.0.1"),
+		port:      a.int("--port", -1),
+		modelPath: a.str("--model-path", ""),
 		namespace: "dynamo",
 		endpoint:  "generate",
 	}
-	c.model = a.str("served-model-name", c.modelPath)
-	switch a.str("disaggregation-mode", "null") {
+	c.model = a.str("--served-model-name", c.modelPath)
+	switch a.str("--disaggregation-mode", "null") {
 	case "prefill":
 		c.role, c.component = rolePrefill, "prefill"
-		c.bootstrapPort = a.int("disaggregation-bootstrap-port", defaultBootstrapPort)
+		c.bootstrapPort = a.int("--disaggregation-bootstrap-port", defaultBootstrapPort)
 	case "decode":
 		c.role, c.component = roleDecode, "backend"
 	default:
@@ -105,10 +105,10 @@ func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 	if ns := env("DYN_NAMESPACE"); ns != "" {
 		c.namespace = ns
 	}
-	if ns := a.str("namespace", ""); ns != "" {
+	if ns := a.str("--namespace", ""); ns != "" {
 		c.namespace = ns
 	}
-	if ep := a.str("endpoint", ""); ep != "" {
+	if ep := a.str("--endpoint", ""); ep != "" {
 		parts := strings.Split(strings.TrimPrefix(ep, "dyn://"), ".")
 		if !strings.HasPrefix(ep, "dyn://") || len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
 			return nil, fmt.Errorf("--endpoint %q: want dyn://namespace.component.endpoint", ep)
@@ -116,8 +116,8 @@ func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 		c.namespace, c.component, c.endpoint = parts[0], parts[1], parts[2]
 	}
 	c.distTimeout = defaultDistTimeout
-	if a.has("dist-timeout") {
-		c.distTimeout = time.Duration(a.int("dist-timeout", 0)) * time.Second
+	if a.has("--dist-timeout") {
+		c.distTimeout = time.Duration(a.int("--dist-timeout", 0)) * time.Second
 	}
 	if c.nnodes < 1 {
 		return nil, fmt.Errorf("--nnodes %d: must be at least 1", c.nnodes)
@@ -125,11 +125,11 @@ func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 	if c.rank < 0 || c.rank >= c.nnodes {
 		return nil, fmt.Errorf("--node-rank %d: must be in 0..%d for --nnodes %d", c.rank, c.nnodes-1, c.nnodes)
 	}
-	if tp := a.int("tp-size", 1); tp%c.nnodes != 0 {
+	if tp := a.int("--tp-size", 1); tp%c.nnodes != 0 {
 		return nil, fmt.Errorf("--tp-size %d is not a multiple of --nnodes %d", tp, c.nnodes)
 	}
-	if a.bool("enable-dp-attention") {
-		if tp, dp := a.int("tp-size", 1), a.int("dp-size", 1); dp < 1 || tp%dp != 0 {
+	if a.bool("--enable-dp-attention") {
+		if tp, dp := a.int("--tp-size", 1), a.int("--dp-size", 1); dp < 1 || tp%dp != 0 {
 			return nil, fmt.Errorf("--enable-dp-attention: --tp-size %d must be a multiple of --dp-size %d", tp, dp)
 		}
 	}
@@ -145,12 +145,12 @@ func newWorkerConfig(a *args, env func(string) string) (*workerConfig, error) {
 			return nil, fmt.Errorf("--dist-init-addr %q: bad port", c.distInit)
 		}
 		c.distPort = port
-		if a.bool("enable-dp-attention") {
+		if a.bool("--enable-dp-attention") {
 			p, _ := strconv.Atoi(port)
 			for i, name := range []string{"dist_init_port", "tokenizer_port", "detokenizer_port", "rpc_port", "metrics_port", "scheduler_input_port"} {
 				c.checkPorts = append(c.checkPorts, portCheck{p + i, name})
 			}
-			if n := a.int("nccl-port", 0); n > 0 {
+			if n := a.int("--nccl-port", 0); n > 0 {
 				c.checkPorts = append(c.checkPorts, portCheck{n, "nccl_port"})
 			}
 		}
@@ -173,8 +173,8 @@ func (s *standIn) checkFree(checks []portCheck) error {
 
 func (s *standIn) runWorker(argv []string) int {
 	const prog = "python3 -m " + ModuleWorker
-	a, err := parseArgs(argv, serverFlags, "model-path")
-	if code, done := s.argsDone(prog, serverFlags, err); done {
+	a, err := parseArgs(workerGrammar(), argv)
+	if code, done := s.argsDone(workerGrammar(), err); done {
 		return code
 	}
 	cfg, err := newWorkerConfig(a, s.getenv)
@@ -233,24 +233,6 @@ func (s *standIn) runWorker(argv []string) int {
 		s.logf("exiting: %s", reason)
 	}
 	return s.finish(rec, code, reason)
-}
-
-// argsDone handles the outcome of parseArgs for the program prog.
-func (s *standIn) argsDone(prog string, defs []flagDef, err error) (int, bool) {
-	var ae *argError
-	var help errHelp
-	switch {
-	case err == nil:
-		return 0, false
-	case errors.As(err, &help):
-		printUsage(s.stdout, prog, defs)
-		return 0, true
-	case errors.As(err, &ae):
-		printArgError(s.stderr, prog, ae)
-		return exitUsage, true
-	}
-	fmt.Fprintf(s.stderr, "%s: error: %v\n", prog, err)
-	return exitUsage, true
 }
 
 // commonEnv reads the variables every stand-in understands.

@@ -42,13 +42,16 @@ faults: deps build
 	@rm -f faults.md; WIDEEP_FAULTS_REPORT=$(CURDIR)/faults.md $(GO) test -count=1 -timeout 30m -v -run TestE2EFaultMatrix ./cmd/wideep-launch/; \
 	  rc=$$?; echo; cat faults.md 2>/dev/null || echo "no faults.md: the test stopped before its report"; exit $$rc
 
+# The benchmark report (issue #12): every benchmark once — hostlist shapes vs
+# scontrol and nodeset, launcher overhead and peak RSS, the Go benchmarks, the
+# 8-node lab — into launcher/bench/REPORT.md (printed too); about 4 minutes on 2 cores.
+# Figures are printed, never asserted. ROUNDS, HOSTLIST_RUNS, RUNS, PARTS: see report.sh.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./slurm/ ./launcher/...
-	bash launcher/bench/overhead.sh $(BIN)
-	bash launcher/bench/lab.sh $(BIN)
+	GO=$(GO) bash launcher/bench/report.sh $(BIN)
 
+# Hostlist expansion alone: six expression shapes vs scontrol and nodeset (the table).
 bench-hostlist: deps
-	bash slurm/hostlistbench/bench.sh
+	GO=$(GO) FIGURES_OUT=/dev/null bash slurm/hostlistbench/bench.sh
 
 # Each target runs FUZZTIME: hostlists, the Slurm tasks-per-node format,
 # --prefill-arg entries, rendezvous messages and the frontend's /health body.

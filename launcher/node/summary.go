@@ -209,7 +209,9 @@ func WriteSummaryText(w io.Writer, s Summary) error {
 				fmt.Fprintf(&b, ", exit code %d", f.Code)
 			}
 		}
-		fmt.Fprintf(&b, ": %s\n", firstLine(f.Message))
+		// The message names the node itself when it came from it.
+		msg := strings.TrimPrefix(firstLine(f.Message), fmt.Sprintf("node %d (%s): ", f.Node, f.Host))
+		fmt.Fprintf(&b, ": %s\n", msg)
 		for _, l := range f.LastLines {
 			fmt.Fprintf(&b, "    | %s\n", l)
 		}

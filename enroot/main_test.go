@@ -1,7 +1,6 @@
 package enroot
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,33 +8,19 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/wideep/wideep-launch/launcher/testproc"
 )
 
 // helperEnv makes the test binary act as a helper command instead of running
-// the tests (the os/exec helper-process pattern): "enroot" is the stand-in,
-// "ensure" a launcher that imports an image and can be SIGKILLed.
+// the tests (the os/exec helper-process pattern, see launcher/testproc):
+// "enroot" is the stand-in, "ensure" a launcher that imports an image and can
+// be SIGKILLed.
 const helperEnv = "WIDEEP_ENROOT_TEST_HELPER"
 
-var helpers = map[string]func(args []string) int{}
+var helpers = testproc.New(helperEnv)
 
-func registerHelper(name string, fn func(args []string) int) {
-	if _, dup := helpers[name]; dup {
-		panic("duplicate helper " + name)
-	}
-	helpers[name] = fn
-}
-
-func TestMain(m *testing.M) {
-	if name, ok := os.LookupEnv(helperEnv); ok {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(fn(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { helpers.Main(m) }
 
 // testEnv is the environment of the test's children: ours, without helper
 // selection, with a race-enabled binary told not to sleep at exit.

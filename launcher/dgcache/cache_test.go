@@ -446,7 +446,7 @@ func init() {
 	// the winner waits until the other job reports waiting (a file
 	// SIGNALS/waiting-<job>) and publishes LOCAL. It prints "hit" or
 	// "published <n>".
-	registerHelper("claim", func(args []string) int {
+	helpers.Register("claim", func(args []string) int {
 		dir, key, local, job, signals := args[0], args[1], args[2], args[3], args[4]
 		ctx, cancel := context.WithTimeout(context.Background(), safety)
 		defer cancel()
@@ -477,7 +477,7 @@ func init() {
 	// hang DIR KEY LOCAL READY: claim the prefill entry and start
 	// publishing LOCAL; after the first file is staged, say so in READY and
 	// hang until killed.
-	registerHelper("hang", func(args []string) int {
+	helpers.Register("hang", func(args []string) int {
 		dir, key, local, ready := args[0], args[1], args[2], args[3]
 		c := newCache(dir, nil)
 		c.afterCopy = func(string) error {

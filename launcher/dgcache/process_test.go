@@ -24,7 +24,7 @@ func TestConcurrentClaimersInTwoProcesses(t *testing.T) {
 		outs []*bytes.Buffer
 	)
 	for _, job := range []string{"11", "12"} {
-		cmd := helperCmd(t, "claim", dir, testKey, local, job, signals)
+		cmd := helpers.Command(t, "claim", dir, testKey, local, job, signals)
 		out, errOut := &bytes.Buffer{}, &bytes.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, errOut
 		require.NoError(t, cmd.Start())
@@ -60,7 +60,7 @@ func TestConcurrentClaimersInTwoProcesses(t *testing.T) {
 func TestClaimAfterPublisherWasKilled(t *testing.T) {
 	dir := t.TempDir()
 	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := helperCmd(t, "hang", dir, testKey, compiled(t, 3), ready)
+	cmd := helpers.Command(t, "hang", dir, testKey, compiled(t, 3), ready)
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
 	require.NoError(t, cmd.Start())

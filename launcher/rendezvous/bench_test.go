@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -128,10 +127,7 @@ func BenchmarkHeartbeatOverhead(b *testing.B) {
 				var written atomic.Int64
 				s, err := Serve(context.Background(), countingListener{ln, &written}, cfg)
 				require.NoError(b, err)
-				exe, err := os.Executable()
-				require.NoError(b, err)
-				cmd := exec.Command(exe, ln.Addr().String(), strconv.Itoa(peers), cfg.JobID, hex.EncodeToString(cfg.Key), cfg.PeerTimeout.String())
-				cmd.Env = append(os.Environ(), helperEnv+"=peers")
+				cmd := helpers.Command(b, "peers", ln.Addr().String(), strconv.Itoa(peers), cfg.JobID, hex.EncodeToString(cfg.Key), cfg.PeerTimeout.String())
 				out, err := cmd.StdoutPipe()
 				require.NoError(b, err)
 				cmd.Stderr = os.Stderr

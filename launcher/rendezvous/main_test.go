@@ -10,24 +10,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wideep/wideep-launch/launcher/testproc"
 )
 
-// helperEnv makes the re-executed test binary a helper program instead of
-// the tests (the os/exec tests' pattern). The one helper, "peers", is a
-// crowd of nodes in another process, so that a benchmark measures the
-// server's CPU alone.
-const helperEnv = "WIDEEP_TEST_HELPER"
+// helpers makes the re-executed test binary a helper program instead of the
+// tests (the os/exec tests' pattern, see launcher/testproc). The one helper,
+// "peers", is a crowd of nodes in another process, so that a benchmark
+// measures the server's CPU alone.
+var helpers = testproc.New("WIDEEP_TEST_HELPER")
 
-func TestMain(m *testing.M) {
-	if name, ok := os.LookupEnv(helperEnv); ok {
-		if name != "peers" {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(runPeers(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+func init() { helpers.Register("peers", runPeers) }
+
+func TestMain(m *testing.M) { helpers.Main(m) }
 
 // runPeers joins nodes 0..n-1 of a rendezvous and keeps them connected
 // (heartbeats only) until SIGTERM: args addr n job keyhex peer-timeout.

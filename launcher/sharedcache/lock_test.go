@@ -312,7 +312,7 @@ func TestAcquireNamesThePathOnError(t *testing.T) {
 func init() {
 	// hold PATH READY: take the lock at PATH, say so in READY, and hold it
 	// until killed.
-	registerHelper("hold", func(args []string) int {
+	helpers.Register("hold", func(args []string) int {
 		l, err := Acquire(context.Background(), args[0], LockOptions{
 			Owner: Owner{JobID: "killed", Host: "h", PID: os.Getpid()}, Interval: 20 * time.Millisecond,
 		})
@@ -333,7 +333,7 @@ func init() {
 func TestLockOfKilledProcessIsBroken(t *testing.T) {
 	dir := t.TempDir()
 	path, ready := filepath.Join(dir, "x.lock"), filepath.Join(dir, "ready")
-	cmd := helperCmd(t, "hold", path, ready)
+	cmd := helpers.Command(t, "hold", path, ready)
 	require.NoError(t, cmd.Start())
 	for {
 		if _, err := os.Stat(ready); err == nil {

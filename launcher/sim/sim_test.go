@@ -18,20 +18,23 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wideep/wideep-launch/launcher/sim/simtest"
+	"github.com/wideep/wideep-launch/launcher/testproc"
 )
 
-// helperEnv makes the test binary act as `wideep-launch sim`, for the tests
-// that need a real process (SIGKILL, real signals).
-const helperEnv = "WIDEEP_SIM_TEST_HELPER"
+// helpers makes the test binary act as `wideep-launch sim` (the helper
+// "sim"; the os/exec helper-process pattern, see launcher/testproc), for the
+// tests that need a real process (SIGKILL, real signals).
+var helpers = testproc.New("WIDEEP_SIM_TEST_HELPER")
 
-func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
+func init() {
+	helpers.Register("sim", func(args []string) int {
 		sigs := make(chan os.Signal, 2)
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-		os.Exit(Main(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, sigs))
-	}
-	os.Exit(m.Run())
+		return Main(args, os.LookupEnv, os.Stdout, os.Stderr, sigs)
+	})
 }
+
+func TestMain(m *testing.M) { helpers.Main(m) }
 
 // waitTimeout bounds every wait of these tests so a bug fails instead of
 // hanging; it is never what makes a test pass.
@@ -230,10 +233,8 @@ func TestMainRejectsWhatItCannotSimulate(t *testing.T) {
 // its own, with real signals.
 func helperCommand(t *testing.T, argv []string, env ...string) (*exec.Cmd, *simtest.SyncBuffer) {
 	t.Helper()
-	exe, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(exe, argv...)
-	cmd.Env = append(append(os.Environ(), helperEnv+"=1"), env...)
+	cmd := helpers.Command(t, "sim", argv...)
+	cmd.Env = append(cmd.Env, env...)
 	out := &simtest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out

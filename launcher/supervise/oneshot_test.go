@@ -23,8 +23,8 @@ import (
 )
 
 func init() {
-	registerHelper("leave-port", helperLeavePort)
-	registerHelper("hold-port", helperHoldPort)
+	helpers.Register("leave-port", helperLeavePort)
+	helpers.Register("hold-port", helperHoldPort)
 }
 
 // helperLeavePort is a oneshot like the precompile: it starts a child that
@@ -106,7 +106,7 @@ func TestRunOneshotHandOver(t *testing.T) {
 			var logs syncBuffer
 			s := &Supervisor{Reaper: testReaper, Log: zerolog.New(&logs), Prefix: "node1", Grace: tc.grace}
 			t.Cleanup(func() { s.Shutdown("test over") })
-			argv, env := helperCommand(t, "leave-port", append([]string{"-ready", ready}, tc.args...)...)
+			argv, env := helpers.Exec(t, "leave-port", append([]string{"-ready", ready}, tc.args...)...)
 
 			e, err := s.RunOneshot(context.Background(), ProcSpec{Name: "precompile", Argv: argv, Env: env, Oneshot: true})
 

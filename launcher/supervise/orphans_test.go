@@ -24,7 +24,7 @@ import (
 )
 
 func init() {
-	registerHelper("orphans", helperOrphans)
+	helpers.Register("orphans", helperOrphans)
 }
 
 // helperOrphans is a worker that leaves orphans the ways real servers do:
@@ -157,7 +157,7 @@ func TestSupervisorZeroOrphansStress(t *testing.T) {
 			termReady = ready + "-term"
 			args[i] = termReady
 		}
-		argv, env := helperCommand(t, "orphans", args...)
+		argv, env := helpers.Exec(t, "orphans", args...)
 		require.NoError(t, s.Start(ProcSpec{Name: "worker", Argv: argv, Env: env}))
 		orphans := strings.Fields(waitFile(t, ready))
 		starts := map[string]uint64{}

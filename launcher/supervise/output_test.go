@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	registerHelper("flood", helperFlood)
+	helpers.Register("flood", helperFlood)
 }
 
 // floodLine is line i of the flood helper: 100 bytes with its number.
@@ -76,7 +76,7 @@ func TestSupervisorOutputStalled(t *testing.T) {
 		released()
 		s.Shutdown("test over")
 	})
-	argv, env := helperCommand(t, "flood", strconv.Itoa(lines))
+	argv, env := helpers.Exec(t, "flood", strconv.Itoa(lines))
 	type result struct {
 		e   Exit
 		err error
@@ -140,7 +140,7 @@ func TestSupervisorShutdownStalledOutput(t *testing.T) {
 	var logs syncBuffer
 	s := &Supervisor{Reaper: testReaper, Log: zerolog.New(&logs), Prefix: "node1", Output: out}
 	// Little enough for the pipe: the process ends even if the copy blocks.
-	argv, env := helperCommand(t, "flood", "100")
+	argv, env := helpers.Exec(t, "flood", "100")
 	e, err := s.RunOneshot(context.Background(), ProcSpec{Name: "flood", Argv: argv, Env: env, Oneshot: true})
 	require.NoError(t, err)
 	require.Equal(t, 0, ExitCodeOf(e))

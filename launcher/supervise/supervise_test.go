@@ -29,14 +29,14 @@ import (
 
 // Fake processes for the supervision tests: the test binary re-executed.
 func init() {
-	registerHelper("worker", helperWorker)
-	registerHelper("daemon", helperDaemon)
-	registerHelper("lines", helperLines)
-	registerHelper("write", func(args []string) int {
+	helpers.Register("worker", helperWorker)
+	helpers.Register("daemon", helperDaemon)
+	helpers.Register("lines", helperLines)
+	helpers.Register("write", func(args []string) int {
 		os.Stdout.WriteString(args[0])
 		return 0
 	})
-	registerHelper("kill-self", func(args []string) int {
+	helpers.Register("kill-self", func(args []string) int {
 		syscall.Kill(os.Getpid(), unix.SignalNum(args[0]))
 		select {} // SIGKILL lands before this blocks for good
 	})
@@ -203,7 +203,7 @@ func newTestSupervisor(t *testing.T, grace time.Duration) (*Supervisor, *sentSig
 }
 
 func workerSpec(t *testing.T, name string, args ...string) ProcSpec {
-	argv, env := helperCommand(t, "worker", args...)
+	argv, env := helpers.Exec(t, "worker", args...)
 	return ProcSpec{Name: name, Argv: argv, Env: env}
 }
 
@@ -383,8 +383,8 @@ func TestSupervisorExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "not-executable")
 	require.NoError(t, os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644))
-	helper := func(name string, args ...string) []string { argv, _ := helperCommand(t, name, args...); return argv }
-	helperEnvFor := func(name string) []string { _, env := helperCommand(t, name); return env }
+	helper := func(name string, args ...string) []string { argv, _ := helpers.Exec(t, name, args...); return argv }
+	helperEnvFor := func(name string) []string { _, env := helpers.Exec(t, name); return env }
 
 	for name, tc := range map[string]struct {
 		argv    []string
@@ -526,7 +526,7 @@ func TestSupervisorLogsAndOutput(t *testing.T) {
 	e, err := s.RunOneshot(context.Background(), spec)
 	require.NoError(t, err)
 	require.Equal(t, 0, ExitCodeOf(e))
-	argv, env := helperCommand(t, "write", "no newline\nat the end")
+	argv, env := helpers.Exec(t, "write", "no newline\nat the end")
 	e, err = s.RunOneshot(context.Background(), ProcSpec{Name: "raw", Argv: argv, Env: env, LogPath: rawLog})
 	require.NoError(t, err)
 	require.Equal(t, 0, ExitCodeOf(e))
@@ -550,7 +550,7 @@ func TestSupervisorOutputLinesNotInterleaved(t *testing.T) {
 	s.Output = &out
 	exits := s.Exits()
 	for _, name := range []string{"a", "b"} {
-		argv, env := helperCommand(t, "lines", strconv.Itoa(n))
+		argv, env := helpers.Exec(t, "lines", strconv.Itoa(n))
 		require.NoError(t, s.Start(ProcSpec{Name: name, Argv: argv, Env: env, Oneshot: true}))
 	}
 	for range 2 {

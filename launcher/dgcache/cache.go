@@ -115,6 +115,13 @@ func (c *Cache) Lookup(role, key string) (path string, hit bool, err error) {
 	comp, err := ReadComplete(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if _, serr := os.Lstat(path); serr == nil {
+			// Never a published entry (those have COMPLETE.json from their
+			// first moment): workers of --dg-cache-mode shared write here
+			// when nothing was published. A compile could not publish over it.
+			return path, false, fmt.Errorf("DeepGEMM cache entry %s is unusable (remove it to recompile): it has no %s; "+
+				"workers with --dg-cache-mode shared wrote into it before anything was published", path, CompleteFile)
+		}
 		return path, false, nil
 	case err != nil:
 		return path, false, fmt.Errorf("DeepGEMM cache entry %s is unusable (remove it to recompile): %w", path, err)

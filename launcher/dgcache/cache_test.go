@@ -340,11 +340,16 @@ func TestLookup(t *testing.T) {
 		"another key":        {complete: `{"key":"fedcba9876543210"}`, errMsg: `holds key "fedcba9876543210"`},
 		"corrupt marker":     {complete: `{"key":`, errMsg: "remove it to recompile"},
 		"marker with no key": {complete: `{"role":"decode"}`, errMsg: "no key"},
+		// Workers of --dg-cache-mode shared wrote kernels into an entry that
+		// was never published.
+		"no marker": {complete: "-", errMsg: "it has no COMPLETE.json"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := newCache(t.TempDir(), nil)
 			entry := filepath.Join(c.Dir, EntryName("decode", testKey))
-			if tc.complete != "" {
+			if tc.complete == "-" {
+				require.NoError(t, os.MkdirAll(filepath.Join(entry, "cache"), 0o755))
+			} else if tc.complete != "" {
 				require.NoError(t, os.MkdirAll(entry, 0o755))
 				require.NoError(t, os.WriteFile(filepath.Join(entry, CompleteFile), []byte(tc.complete), 0o644))
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -150,6 +151,10 @@ func (r *run) kernelSummary() string {
 func (r *run) decideKernels(ctx context.Context, timeout time.Duration) (kernelPlan, error) {
 	var kp kernelPlan
 	cache := r.dgCache()
+	// One deadline for all sets: the other nodes wait at the barrier for
+	// timeout plus the rendezvous timeout, whatever node 0 waits for.
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	for _, set := range r.plan.DeepGEMM {
 		d := kernelDecision{Role: string(set.Role), Key: set.Key, Entry: set.Entry, Nodes: set.CompilerNodes}
 		start := r.n.Now()
@@ -157,7 +162,6 @@ func (r *run) decideKernels(ctx context.Context, timeout time.Duration) (kernelP
 			r.log.Info().Str("kernels", set.Name()).Str("holder", holder.String()).Dur("waited", waited).
 				Msg("waiting for another job that compiles these DeepGEMM kernels (it holds the cache lock)")
 		}
-		cctx, cancel := context.WithTimeout(ctx, timeout)
 		var err error
 		switch r.n.Spec.Precompile {
 		case deploy.PrecompileNever:
@@ -176,7 +180,6 @@ func (r *run) decideKernels(ctx context.Context, timeout time.Duration) (kernelP
 				d.Compile = true
 			}
 		}
-		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			err = fmt.Errorf("DeepGEMM kernels %s: another job held the cache lock for the whole --precompile-timeout (%v): %w",
 				set.Name(), timeout, err)
@@ -316,6 +319,15 @@ func (r *run) compileKernels(ctx context.Context, timeout time.Duration) string 
 	n, perr := r.dgCache().PublishFor(d.Role, d.Key, dir, dgcache.Complete{
 		Inputs: set.Inputs, Image: r.n.Spec.Image, Duration: took, SGLangVersion: r.n.Spec.SGLangVersion, Warning: warning,
 	}, r.owner(), d.Replace)
+	if errors.Is(perr, sharedcache.ErrExists) {
+		// Another job took our lock (it looked stale) and published first:
+		// its kernels are as good as ours, and every node seeds from them.
+		if c, err := dgcache.ReadComplete(d.Entry); err == nil {
+			r.log.Warn().Str("kernels", d.name()).Str("published_by", "job "+c.JobID+" on "+c.Host).
+				Msg("another job published these DeepGEMM kernels first; using its entry")
+			perr, n = nil, c.Kernels
+		}
+	}
 	if perr != nil {
 		return fmt.Sprintf("publishing DeepGEMM kernels %s: %v", d.name(), perr)
 	}
@@ -355,6 +367,12 @@ func (r *run) seedKernels() error {
 	}
 	dir := r.n.Spec.DGDir(r.env.JobID, r.host, d.name())
 	copied, skipped, err := dgcache.Seed(d.Entry, dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		// --precompile always in another job swaps the entry with two
+		// renames; between them it is missing for a moment.
+		time.Sleep(time.Second)
+		copied, skipped, err = dgcache.Seed(d.Entry, dir)
+	}
 	if err != nil {
 		return fmt.Errorf("node %d (%s): copying DeepGEMM kernels %s to %s: %w", r.idx, r.host, d.name(), dir, err)
 	}

@@ -120,18 +120,27 @@ func TestMultiNodeDeepGEMMSyncFailure(t *testing.T) {
 		assert.Contains(t, comp.Warning, "Sync request failed")
 	})
 	t.Run("strict", func(t *testing.T) {
-		c := newClusterWith(t, "85", func(s *deploy.Spec) { s.PrecompileStrict = true }, "WIDEEP_SIM_FAIL=node1/precompile:syncfail")
+		// The decode compile's node rank 0 (node 4) fails.
+		c := newClusterWith(t, "85", func(s *deploy.Spec) { s.PrecompileStrict = true }, "WIDEEP_SIM_FAIL=node5/precompile:syncfail")
 		c.start()
 		errs := c.wait(time.Minute)
 		for i, err := range errs {
 			require.Error(t, err, "node %d", i)
-			assert.Contains(t, err.Error(), "node 0 (node1): DeepGEMM compile prefill-", "node %d", i)
+			assert.Contains(t, err.Error(), "node 4 (node5): DeepGEMM compile decode-", "node %d", i)
 			assert.Contains(t, err.Error(), "Sync request failed", "node %d", i)
+			assert.Equal(t, 125, exitCode(err), "node %d: a failure, not bad input", i)
 		}
 		plan, err := deploy.NewPlan(c.nodes[0].Spec, "85", c.hosts, nil)
 		require.NoError(t, err)
-		assert.NoDirExists(t, plan.DeepGEMM[0].Entry, "nothing published")
-		entries, _ := os.ReadDir(filepath.Dir(plan.DeepGEMM[0].Entry))
+		assert.NoDirExists(t, plan.DeepGEMM[1].Entry, "nothing published")
+		s, err := ReadSummary(filepath.Join(c.work, "logs", c.jobID))
+		require.NoError(t, err)
+		assert.Equal(t, OutcomeFailed, s.Outcome, "a failed barrier is a failure, not a refusal")
+		require.NotNil(t, s.FirstFailure)
+		assert.Equal(t, 4, s.FirstFailure.Node, "the node that failed, not node 0")
+		assert.Equal(t, "node5", s.FirstFailure.Host)
+		assert.Contains(t, s.FirstFailure.Message, "DeepGEMM compile decode-")
+		entries, _ := os.ReadDir(filepath.Dir(plan.DeepGEMM[1].Entry))
 		names := []string{}
 		for _, e := range entries {
 			names = append(names, e.Name())

@@ -224,6 +224,7 @@ type run struct {
 	tracker   *progressTracker // the processes' output, for stalls and reports
 	ready     chan struct{}    // closed when node 0 announces READY
 	readyOnce sync.Once
+	watchers  sync.WaitGroup     // the start-up watch, ended before the node says why it ends
 	failure   *Failure           // why this node failed, for node 0's summary
 	reports   map[int]nodeReport // node 0: every node's last report, collected at the teardown
 	readyAt   time.Time          // node 0: when the deployment became READY

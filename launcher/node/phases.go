@@ -261,7 +261,11 @@ func portUse(n deploy.NodePlan, s deploy.Spec, port deploy.Port) string {
 func (r *run) serve(ctx context.Context, limit time.Duration) error {
 	if ctx.Err() == nil {
 		r.sendReport(ctx, "starting", nil)
-		go r.watchStartup(ctx)
+		r.watchers.Add(1)
+		go func() {
+			defer r.watchers.Done()
+			r.watchStartup(ctx)
+		}()
 	}
 	if r.idx == 0 {
 		r.gate.Add(1)

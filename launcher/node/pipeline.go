@@ -66,6 +66,9 @@ func (r *run) execute(parent context.Context) (err error) {
 	defer r.teardown()
 
 	err = r.runPipeline()
+	// The start-up watch may be reporting a stall right now: its verdict
+	// (r.failure) is settled before the node says why it ends.
+	r.watchers.Wait()
 	r.announce(err)
 	return err
 }

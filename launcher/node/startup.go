@@ -166,6 +166,7 @@ func (r *run) pySpy(ctx context.Context, pid int) string {
 	defer cancel()
 	cmd := exec.CommandContext(dctx, argv[0], argv[1:]...)
 	cmd.Env = env
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		r.log.Warn().Err(err).Str("output", string(bytes.TrimSpace(out))).Msg("py-spy dump failed")

@@ -7,11 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/exitcode"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 )
 
@@ -114,15 +117,10 @@ func (r *run) summary(err error) Summary {
 			Logs: filepath.Join(r.jobDir, n.Host+".*.log")}
 		if rep, ok := r.reports[n.Index]; ok {
 			ns.Phase, ns.Timeline, ns.Procs = rep.Phase, rep.Timeline, rep.Procs
-			if rep.Failure != nil && s.FirstFailure == nil {
-				s.FirstFailure = rep.Failure
-			}
 		}
 		s.Nodes = append(s.Nodes, ns)
 	}
-	if s.FirstFailure == nil {
-		s.FirstFailure = r.failureFromError(err)
-	}
+	s.FirstFailure = r.firstFailure(err)
 	for _, d := range r.kernels.plan.Sets {
 		k := KernelResult{Set: d.name(), Hit: d.Hit}
 		if d.Compile {
@@ -133,21 +131,41 @@ func (r *run) summary(err error) Summary {
 	return s
 }
 
-// failureFromError is the first failure when no node reported one: the
-// reason every node got from node 0.
-func (r *run) failureFromError(err error) *Failure {
+// firstFailure is the failure that ended the job: the report of the node
+// that ended it (with its last lines) when it sent one, else what every node
+// was told. A failed barrier names the failing nodes on its own lines.
+func (r *run) firstFailure(err error) *Failure {
 	var ae *rendezvous.AbortError
+	var ve *rendezvous.VerdictError
 	switch {
-	case errors.As(err, &ae) && !ae.Stopped:
-		f := &Failure{Node: ae.Node, Message: ae.Msg}
-		if plan := r.plan; plan != nil && ae.Node >= 0 && ae.Node < len(plan.Nodes) {
-			f.Host = plan.Nodes[ae.Node].Host
+	case err == nil || isStopped(err):
+		return nil
+	case errors.As(err, &ae):
+		if rep, ok := r.reports[ae.Node]; ok && rep.Failure != nil {
+			return rep.Failure
 		}
-		return f
-	case err != nil && codeOf(err) != 0 && !isStopped(err):
-		return &Failure{Node: r.idx, Host: r.host, Message: err.Error()}
+		return &Failure{Node: ae.Node, Host: r.hostOf(ae.Node), Message: ae.Msg}
+	case errors.As(err, &ve):
+		if m := problemLine.FindStringSubmatch(ve.Msg); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return &Failure{Node: n, Host: m[2], Message: m[3]}
+		}
 	}
-	return nil
+	if r.failure != nil {
+		return r.failure
+	}
+	return &Failure{Node: r.idx, Host: r.host, Message: err.Error()}
+}
+
+// problemLine is the first node named on a failed barrier's or preflight's
+// own lines: "  node 4 (gpu05): what went wrong".
+var problemLine = regexp.MustCompile(`(?m)^\s+node (\d+) \(([^)]*)\): (.*)$`)
+
+func (r *run) hostOf(i int) string {
+	if r.plan != nil && i >= 0 && i < len(r.plan.Nodes) {
+		return r.plan.Nodes[i].Host
+	}
+	return ""
 }
 
 func isStopped(err error) bool {
@@ -167,7 +185,7 @@ func outcome(err error, ready bool) (string, string) {
 		return OutcomeReadyStopped, err.Error()
 	case isStopped(err):
 		return OutcomeStopped, err.Error()
-	case isVerdict(err):
+	case codeOf(err) == exitcode.Input:
 		return OutcomeRefused, err.Error()
 	}
 	return OutcomeFailed, err.Error()

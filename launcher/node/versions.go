@@ -15,26 +15,24 @@ import (
 // work, a plan made for another SGLang: its ports and flags would be wrong.
 // Every node gets one report naming each node that differs, and exits 2.
 func (r *run) probeVersions(ctx context.Context, limit time.Duration) error {
-	problem := ""
-	v, err := r.runVersionProbe(ctx)
-	switch {
-	case err != nil:
-		if r.stopping() {
-			return context.Cause(ctx)
-		}
-		problem = err.Error()
-	default:
-		r.versions = v
-		problem = r.n.Spec.CheckImage(v)
-		r.detail = v.String()
-		r.log.Info().Str("sglang", v.SGLang).Str("dynamo", v.Dynamo).Msg("versions in the image")
-	}
 	for _, w := range r.n.Spec.Deprecations() {
 		r.log.Warn().Msg(w)
 	}
 	bctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	return r.client.CheckBarrier(bctx, "versions", problem)
+	v, err := r.runVersionProbe(ctx)
+	if err != nil {
+		if r.stopping() {
+			return context.Cause(ctx)
+		}
+		// A probe that crashes or hangs is this node's trouble, not the
+		// user's input: the job fails (125), it is not refused (2).
+		return r.client.Barrier(bctx, "versions", err.Error())
+	}
+	r.versions = v
+	r.detail = v.String()
+	r.log.Info().Str("sglang", v.SGLang).Str("dynamo", v.Dynamo).Msg("versions in the image")
+	return r.client.CheckBarrier(bctx, "versions", r.n.Spec.CheckImage(v))
 }
 
 // runVersionProbe runs deploy.VersionProbe where the processes run.
@@ -45,6 +43,8 @@ func (r *run) runVersionProbe(ctx context.Context) (deploy.Versions, error) {
 	defer cancel()
 	cmd := exec.CommandContext(pctx, argv[0], argv[1:]...)
 	cmd.Env = env
+	// A grandchild holding stdout must not keep us past the timeout.
+	cmd.WaitDelay = 5 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -433,10 +433,15 @@ func (c *Client) barrier(ctx context.Context, msg message) (json.RawMessage, err
 func (c *Client) Report(ctx context.Context, payload json.RawMessage) error {
 	c.reqMu.Lock()
 	defer c.reqMu.Unlock()
-	switch {
-	case c.broken != nil:
-		return fmt.Errorf("sending the report: %w", c.broken)
-	case c.closing.Load():
+	// A request cut short by the abort (a barrier) leaves the connection out
+	// of step for requests, not for this one: its late answer is no ack, and
+	// is skipped below.
+	select {
+	case <-c.done:
+		return errors.New("sending the report: the connection to node 0 is gone")
+	default:
+	}
+	if c.closing.Load() {
 		return errors.New("sending the report: rendezvous client is closed")
 	}
 	if err := c.write(encode(message{Type: msgReport, Job: c.cfg.JobID, Payload: payload})); err != nil {
@@ -445,20 +450,26 @@ func (c *Client) Report(ctx context.Context, payload json.RawMessage) error {
 	}
 	t := time.NewTimer(writeTimeout)
 	defer t.Stop()
-	select {
-	case reply := <-c.replies:
-		if reply.Type != msgAck {
-			return c.failure(reply)
+	for {
+		select {
+		case reply := <-c.replies:
+			switch reply.Type {
+			case msgAck:
+				return nil
+			case msgReject:
+				return c.failure(reply)
+			}
+			// A late answer to an earlier, interrupted request.
+			continue
+		case <-c.done:
+			return errors.New("sending the report: the connection to node 0 is gone")
+		case <-t.C:
+		case <-ctx.Done():
 		}
-		return nil
-	case <-c.done:
-		return errors.New("sending the report: the connection to node 0 is gone")
-	case <-t.C:
-	case <-ctx.Done():
+		// The ack may still come: nothing else can be asked on this connection.
+		c.broken = errors.New("node 0 did not acknowledge a report")
+		return fmt.Errorf("sending the report: %w", c.broken)
 	}
-	// The ack may still come: nothing else can be asked on this connection.
-	c.broken = errors.New("node 0 did not acknowledge a report")
-	return fmt.Errorf("sending the report: %w", c.broken)
 }
 
 // Close says goodbye (node 0 then logs a normal departure, not a lost node)

@@ -515,3 +515,19 @@ func TestRendezvousNoticesAndLatestReports(t *testing.T) {
 		assert.NoError(t, err, "node %d", i)
 	}
 }
+
+// A node waiting at a barrier when the job aborts can still send its last
+// report (why it stopped, how far it got): node 0's job summary needs it.
+func TestRendezvousReportAfterAnAbortCutABarrierShort(t *testing.T) {
+	clients, srv, _ := joinEveryone(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- clients[1].Barrier(ctx, "precompile", "") }()
+	time.Sleep(50 * time.Millisecond) // node 1 is at the barrier (if not, the abort reaches it there)
+	clients[2].Abort("node 2 (h2): process decode exited with code 3", false)
+	var ae *AbortError
+	require.ErrorAs(t, <-waited, &ae)
+	require.NoError(t, clients[1].Report(ctx, json.RawMessage(`{"phase":"failed"}`)))
+	assert.JSONEq(t, `{"phase":"failed"}`, string(srv.Latest()[1]))
+}

@@ -70,7 +70,7 @@ func (r *run) execute(parent context.Context) (err error) {
 	// (r.failure) is settled before the node says why it ends.
 	r.watchers.Wait()
 	r.announce(err)
-	return err
+	return r.consequence(err)
 }
 
 func (r *run) runPipeline() error {

@@ -196,6 +196,25 @@ func (r *run) announce(err error) {
 	}
 }
 
+// consequence turns this node's own process failure into the job's first
+// failure when another node's came before it: a worker whose peer rank died
+// dies too (its NCCL or torch connection breaks), often before the news of
+// the first failure arrives. The node then ends as the others do (125,
+// naming the first failure), and its own exit is logged as what followed.
+func (r *run) consequence(err error) error {
+	var ee *ExitError
+	if r.client == nil || !errors.As(err, &ee) {
+		return err
+	}
+	first := r.client.FirstAbort(time.Second)
+	if first == nil || first.Node == r.idx || first.Stopped {
+		return err
+	}
+	r.log.Warn().Str("process", ee.Process).Int("code", ee.Code).Int("first_failure_node", first.Node).
+		Msg("this node's process exit followed another node's failure: " + err.Error())
+	return first
+}
+
 // reportFailure tells node 0 why this node fails, with the last lines of
 // the process that did it, before the job ends: the summary names the
 // first failure.

@@ -286,6 +286,22 @@ func (c *Client) Err() *AbortError {
 	}
 }
 
+// FirstAbort waits up to wait for node 0's answer to this node's Abort and
+// says which abort ends the job: this node's own (first), or another node's
+// that came before it (then this node's failure may be a consequence of
+// it). nil when no answer came in time or the connection is gone.
+func (c *Client) FirstAbort(wait time.Duration) *AbortError {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-c.aborted:
+		return c.abortErr
+	case <-c.done:
+	case <-t.C:
+	}
+	return c.Err()
+}
+
 // Abort tells node 0, which tells every other node, that the job ends
 // because of this node: it failed (msg says how, naming it) or it was
 // stopped. It does not wait for an answer; the caller stops next.

@@ -37,11 +37,16 @@ func TestRendezvousFailureReachesEveryNode(t *testing.T) {
 		assert.False(t, ae.Stopped)
 		assert.False(t, ae.Lost)
 	}
-	// The failing node is not told its own news; and a second failure does
-	// not replace the first on anybody.
+	// The failing node learns that the job ends because of it; a second
+	// failure does not replace the first on anybody, and its node learns
+	// which came first (its own may be a consequence).
+	first := clients[5].FirstAbort(10 * time.Second)
+	require.NotNil(t, first)
+	assert.Equal(t, 5, first.Node, "node 5's own abort came back: it was first")
 	clients[2].Abort("node 2 (node3): process prefill exited with code 1", false)
-	time.Sleep(50 * time.Millisecond)
-	assert.Nil(t, clients[5].Err())
+	second := clients[2].FirstAbort(10 * time.Second)
+	require.NotNil(t, second)
+	assert.Equal(t, 5, second.Node, "node 2 is told node 5 failed first")
 	assert.Contains(t, clients[7].Err().Msg, "node 5 (node6)")
 }
 

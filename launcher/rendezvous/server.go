@@ -310,6 +310,12 @@ func (s *Server) serveConn(c net.Conn) {
 			s.mu.Lock()
 			msg.Node = n.m.Index
 			s.abort(msg, n.m.Index)
+			// The node learns how its abort ended up: its own back when the
+			// job ends because of it, else the one that came first (its
+			// failure may be a consequence of that one).
+			if s.aborted != nil {
+				s.send(n, s.aborted)
+			}
 			s.mu.Unlock()
 		default:
 			s.handle(n, msg)

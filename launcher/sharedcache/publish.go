@@ -124,36 +124,11 @@ func ReplaceDir(staged, final, jobID string, pid int) error {
 // for longer than olderThan at now. Recent ones may belong to a live writer
 // and are kept. It returns what it removed.
 func RemoveStaging(final string, olderThan time.Duration, now time.Time) ([]string, error) {
-	dir, base := filepath.Split(final)
-	if dir == "" {
-		dir = "."
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("cleaning staging files of %s: %w", final, err)
-	}
-	prefix := "." + base + stagingMark
-	var removed []string
-	var errs []error
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
+	return removeStaging(final, func(path, _ string) bool {
 		fi, err := os.Lstat(path)
-		if err != nil {
-			continue // removed by someone else meanwhile
-		}
-		if now.Sub(fi.ModTime()) <= olderThan {
-			continue
-		}
-		if err := os.RemoveAll(path); err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", path, err))
-			continue
-		}
-		removed = append(removed, path)
-	}
-	return removed, errors.Join(errs...)
+		// A file gone meanwhile was removed by someone else.
+		return err == nil && now.Sub(fi.ModTime()) > olderThan
+	})
 }
 
 // RemoveDeadStaging removes the staging files and directories of final
@@ -161,6 +136,16 @@ func RemoveStaging(final string, olderThan time.Duration, now time.Time) ([]stri
 // that was killed cannot be writing them, and the lock it held has been
 // broken. It returns what it removed.
 func RemoveDeadStaging(final string, dead func(jobID string) bool) ([]string, error) {
+	return removeStaging(final, func(_, rest string) bool {
+		// rest is "<job>-<pid>" (StagingPath).
+		i := strings.LastIndexByte(rest, '-')
+		return i > 0 && dead(rest[:i])
+	})
+}
+
+// removeStaging removes the staging files and directories of final that
+// remove accepts, given their path and what follows the staging mark.
+func removeStaging(final string, remove func(path, rest string) bool) ([]string, error) {
 	dir, base := filepath.Split(final)
 	if dir == "" {
 		dir = "."
@@ -174,11 +159,10 @@ func RemoveDeadStaging(final string, dead func(jobID string) bool) ([]string, er
 	var errs []error
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), prefix)
-		i := strings.LastIndexByte(rest, '-')
-		if !ok || i <= 0 || !dead(rest[:i]) {
+		path := filepath.Join(dir, e.Name())
+		if !ok || !remove(path, rest) {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
 		if err := os.RemoveAll(path); err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", path, err))
 			continue

@@ -24,7 +24,7 @@ func TestSummarize(t *testing.T) {
 func TestPair(t *testing.T) {
 	tr, err := exec.LookPath("true")
 	if err != nil {
-		t.Skip("needs true")
+		t.Fatal("needs true (coreutils)")
 	}
 	var out, log bytes.Buffer
 	require.NoError(t, pair([]string{"-n", "3", "-prefix", "p", "a=" + tr, "b=" + tr + " x"}, &out, &log))

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -33,6 +32,7 @@ import (
 	"github.com/wideep/wideep-launch/launcher/exitcode"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 	"github.com/wideep/wideep-launch/launcher/sim"
+	"github.com/wideep/wideep-launch/launcher/testport"
 	"github.com/wideep/wideep-launch/slurm"
 )
 
@@ -69,31 +69,6 @@ type cluster struct {
 // nodeAddr is node i's own loopback address.
 func nodeAddr(i int) string { return fmt.Sprintf("127.0.0.%d", i+1) }
 
-// freeWindow returns the first of n consecutive TCP ports free on every
-// address now, below Linux's ephemeral range: the kernel hands out ports
-// above it to the outgoing connections of tests running alongside, and
-// SGLang (the stand-ins too) checks the dist-init port and the 13 above it.
-func freeWindow(t *testing.T, n int) int {
-	t.Helper()
-	for range 1000 {
-		base := 20000 + rand.IntN(12000)
-		free := true
-		for p := base; p < base+n && free; p++ {
-			ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
-			if err != nil {
-				free = false
-				continue
-			}
-			ln.Close()
-		}
-		if free {
-			return base
-		}
-	}
-	require.FailNow(t, "no window of free ports")
-	return 0
-}
-
 // newCluster prepares an 8-node job with the reference layout (1P×4 +
 // 1D×4); env is added to every stand-in's environment.
 func newCluster(t *testing.T, env ...string) *cluster {
@@ -120,7 +95,7 @@ func newClusterWith(t *testing.T, jobID string, edit func(*deploy.Spec), env ...
 	spec.Iface = "lo"
 	spec.NoNATS = true
 	require.NoError(t, os.MkdirAll(spec.ModelPath, 0o755))
-	base := freeWindow(t, 24)
+	base := testport.Window(t, 24)
 	spec.DistInitPort = base // SGLang uses it and up to +13
 	spec.HTTPPort, spec.BootstrapPort, spec.SGLangPort, spec.NCCLPort = base+16, base+17, base+18, base+19
 	spec.EtcdClientPort, spec.EtcdPeerPort, spec.RendezvousPort = base+20, base+21, base+22
@@ -168,12 +143,34 @@ func newClusterWith(t *testing.T, jobID string, edit func(*deploy.Spec), env ...
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for i, l := range c.logs {
-				t.Logf("node %d log:\n%s", i, l.String())
-			}
+			c.report()
 		}
 	})
 	return c
+}
+
+// report logs what explains a failed test first — every node's warnings and
+// errors, the end of every process log — then the whole node logs, so a CI
+// output cut to its first lines still names the node and the cause.
+func (c *cluster) report() {
+	var b strings.Builder
+	for i, l := range c.logs {
+		for _, line := range strings.Split(l.String(), "\n") {
+			if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+				fmt.Fprintf(&b, "node %d: %s\n", i, line)
+			}
+		}
+	}
+	c.t.Logf("job %s, warnings and errors of every node:\n%s", c.jobID, b.String())
+	logs, _ := filepath.Glob(filepath.Join(c.work, "logs", c.jobID, "*.log"))
+	for _, f := range logs {
+		data, _ := os.ReadFile(f)
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		c.t.Logf("job %s, end of %s:\n%s", c.jobID, filepath.Base(f), strings.Join(lines[max(0, len(lines)-8):], "\n"))
+	}
+	for i, l := range c.logs {
+		c.t.Logf("job %s, node %d log:\n%s", c.jobID, i, l.String())
+	}
 }
 
 func (c *cluster) start() {

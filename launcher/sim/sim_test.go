@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wideep/wideep-launch/launcher/sim/simtest"
+	"github.com/wideep/wideep-launch/launcher/testport"
 	"github.com/wideep/wideep-launch/launcher/testproc"
 )
 
@@ -259,25 +259,8 @@ func envMap(kv ...string) map[string]string {
 
 // freeAddr is 127.0.0.1 with a port that is free together with the 13
 // above it (SGLang's derived ports, which the stand-ins check as SGLang
-// does), below Linux's ephemeral range: a port the kernel hands out, or its
-// neighbours, may be an outgoing connection of a test running alongside.
+// does), held for this test alone (see testport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 1000 {
-		base := 20000 + rand.IntN(12000)
-		free := true
-		for p := base; p <= base+13 && free; p++ {
-			ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(p)))
-			if err != nil {
-				free = false
-				continue
-			}
-			ln.Close()
-		}
-		if free {
-			return net.JoinHostPort("127.0.0.1", strconv.Itoa(base))
-		}
-	}
-	require.FailNow(t, "no free port window")
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testport.Window(t, 14)))
 }

@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test ./slurm -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./slurm -run '^$$' -fuzz '^FuzzParseTasksPerNode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./launcher/deploy -run '^$$' -fuzz '^FuzzParseArgEdit$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./launcher/deploy -run '^$$' -fuzz '^FuzzExpandJobHost$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./launcher/rendezvous -run '^$$' -fuzz '^FuzzReadMessages$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./launcher/health -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 

@@ -276,11 +276,16 @@ func (b *planBuilder) build() *Plan {
 
 	// One backing array for every node's argv: two allocations instead of
 	// two per node, which is most of the plan's cost at thousands of nodes.
-	perNode := len(b.tmpl[0].worker) + len(b.tmpl[1].worker)
-	if s.PlansPrecompile() { // a bound: only the first worker of a role compiles
-		perNode += len(b.tmpl[0].precompile) + len(b.tmpl[1].precompile)
+	// Sized exactly: only the first worker of a role has a precompile argv.
+	total := 0
+	for ti := range b.tmpl {
+		t := &b.tmpl[ti]
+		total += t.workers * t.nodes * len(t.worker)
+		if s.PlansPrecompile() && t.workers > 0 {
+			total += t.nodes * len(t.precompile)
+		}
 	}
-	slab := make([]string, 0, perNode*len(b.hosts)/2+perNode)
+	slab := make([]string, 0, total)
 	clone := func(src []string) []string {
 		if cap(slab)-len(slab) < len(src) {
 			slab = make([]string, 0, max(len(src), cap(slab)))

@@ -287,3 +287,28 @@ func TestImageVersionsAndDeprecations(t *testing.T) {
 	s.SGLangVersion = "0.5.14"
 	assert.Len(t, s.Deprecations(), 2, "and --cuda-graph-bs on decode")
 }
+
+// strings.NewReplacer is the oracle: ExpandJobHost must give what it gives.
+func TestExpandJobHost(t *testing.T) {
+	oracle := func(p, j, h string) string { return strings.NewReplacer("%j", j, "%h", h).Replace(p) }
+	for _, pattern := range []string{
+		"", "/tmp", "/tmp/wideep-%j", "/local/%h/%j/dg", "%j%h%j", "%", "%%", "%%j", "%%%h", "a%", "%x%j",
+		"/scratch/%J/%H", "%h%", "%jj%hh", "100%",
+	} {
+		t.Run(pattern, func(t *testing.T) {
+			for _, jh := range [][2]string{{"123", "gpu01"}, {"", ""}, {"%h", "%j"}} {
+				assert.Equal(t, oracle(pattern, jh[0], jh[1]), ExpandJobHost(pattern, jh[0], jh[1]), "job %q host %q", jh[0], jh[1])
+			}
+		})
+	}
+}
+
+func FuzzExpandJobHost(f *testing.F) {
+	f.Add("/tmp/%j/%h", "1", "gpu01")
+	f.Fuzz(func(t *testing.T, pattern, job, host string) {
+		want := strings.NewReplacer("%j", job, "%h", host).Replace(pattern)
+		if got := ExpandJobHost(pattern, job, host); got != want {
+			t.Fatalf("ExpandJobHost(%q, %q, %q) = %q, strings.NewReplacer gives %q", pattern, job, host, got, want)
+		}
+	})
+}

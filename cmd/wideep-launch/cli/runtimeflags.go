@@ -101,7 +101,7 @@ func (f *runtimeFlags) enrootRuntime(sys System, spec deploy.Spec, jobID string)
 	if data == "" {
 		data = enroot.DataPath(sys.LookupEnv)
 	}
-	data = strings.NewReplacer("%j", jobID, "%h", host).Replace(data)
+	data = deploy.ExpandJobHost(data, jobID, host)
 	// The infra node's etcd data and NATS files live in the job's local
 	// directory, written by the launcher and read in the container.
 	local := spec.JobLocalDir(jobID)

@@ -102,7 +102,9 @@ func WriteHostnames(w io.Writer, exprs ...string) error {
 		parsed[i] = p
 		size += p.bytes + p.hosts + uint64(len(expr))
 	}
-	chunk := make([]byte, 0, min(size, 256<<10))
+	// 64 KiB: a pipe's buffer; a larger chunk only costs page faults, which
+	// for one short range weighed as much as the names.
+	chunk := make([]byte, 0, min(size, 64<<10))
 	for _, p := range parsed {
 		var err error
 		if chunk, err = p.writeNames(w, chunk); err != nil {

@@ -11,13 +11,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
 // The checks enroot's runtime::start applies to --mount and --env entries.
+// Every regexp of the package is compiled on first use: the stand-in lives in
+// the launcher's binary, and compiling them at init cost every start of it
+// (hostnames, plan, exec) a tenth of a millisecond.
 var (
-	mountRe = regexp.MustCompile(`^[^[:space:]]+:[^[:space:]]+$`)
-	envRe   = regexp.MustCompile(`^[[:alpha:]_][[:alnum:]_]*(=|$)`)
+	mountRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[^[:space:]]+:[^[:space:]]+$`) })
+	envRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[[:alpha:]_][[:alnum:]_]*(=|$)`) })
 )
 
 // imageRef is a docker:// reference as enroot's docker::_parse_uri reads it.
@@ -26,9 +30,9 @@ type imageRef struct {
 }
 
 var (
-	uriImageRe = regexp.MustCompile(`^[a-z0-9/._-]+$`)
-	uriTagRe   = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
-	uriDigest  = regexp.MustCompile(`@(sha256:[A-Za-z0-9]+)$`)
+	uriImageRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9/._-]+$`) })
+	uriTagRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._:-]+$`) })
+	uriDigest  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`@(sha256:[A-Za-z0-9]+)$`) })
 )
 
 // parseURI follows enroot 4.x: [USER@][REGISTRY#]IMAGE[:TAG][@DIGEST] or
@@ -42,7 +46,7 @@ func parseURI(uri string) (imageRef, bool) {
 	}
 	var r imageRef
 	digest := ""
-	if m := uriDigest.FindStringSubmatchIndex(rest); m != nil {
+	if m := uriDigest().FindStringSubmatchIndex(rest); m != nil {
 		digest, rest = rest[m[2]:m[3]], rest[:m[0]]
 	}
 	if i := strings.LastIndex(rest, "@"); i >= 0 {
@@ -65,7 +69,7 @@ func parseURI(uri string) (imageRef, bool) {
 		}
 	}
 	img, tag, hasTag := strings.Cut(rest, ":")
-	if !uriImageRe.MatchString(img) || hasTag && !uriTagRe.MatchString(tag) {
+	if !uriImageRe().MatchString(img) || hasTag && !uriTagRe().MatchString(tag) {
 		return imageRef{}, false
 	}
 	r.image, r.tag = img, tag
@@ -267,12 +271,12 @@ func (t *tool) start(p parsed) int {
 		}
 	}
 	for _, m := range p.opts["--mount"] {
-		if !mountRe.MatchString(m) {
+		if !mountRe().MatchString(m) {
 			return t.errorf("Invalid argument: %s", m)
 		}
 	}
 	for _, e := range p.opts["--env"] {
-		if !envRe.MatchString(e) {
+		if !envRe().MatchString(e) {
 			return t.errorf("Invalid argument: %s", e)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Arg is one flag occurrence in an argv.
@@ -38,7 +39,7 @@ func (e *Error) Error() string { return e.Tool + ": error: " + e.Msg }
 
 // negativeNumber is argparse's _negative_number_matcher. None of the grammars
 // has an option that looks like a negative number, so such tokens are values.
-var negativeNumber = regexp.MustCompile(`^-\d+$|^-\d*\.\d+$`)
+var negativeNumber = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^-\d+$|^-\d*\.\d+$`) })
 
 // resolution is what argparse's _parse_optional makes of one token.
 type resolution struct {
@@ -209,7 +210,7 @@ func (t *Table) isOption(gi int, tok string) bool {
 	if r, err := t.classify(gi, tok); err != nil || r.found {
 		return true
 	}
-	if negativeNumber.MatchString(tok) {
+	if negativeNumber().MatchString(tok) {
 		return false
 	}
 	return !strings.Contains(tok, " ")

@@ -20,18 +20,23 @@ const lastLinesKept = 20
 //
 // The last two end a worker's own start-up: after them a node rank >0
 // rightly says nothing until requests come, so silence is no stall there.
-var milestones = []struct {
+// Compiled on first use, not at init: every start of the binary would pay.
+var milestones = sync.OnceValue(func() []milestone {
+	return []milestone{
+		{regexp.MustCompile(`Load weight begin`), "loading weights", false},
+		{regexp.MustCompile(`Loading safetensors checkpoint shards:\s*(\d+)% Completed`), "loading weights $1%", false},
+		{regexp.MustCompile(`Load weight end`), "weights loaded", false},
+		{regexp.MustCompile(`DeepGEMM (JIT|Kernels|warmup)`), "compiling DeepGEMM kernels", false},
+		{regexp.MustCompile(`Capture cuda graph begin`), "capturing CUDA graphs", false},
+		{regexp.MustCompile(`Capture cuda graph end`), "CUDA graphs captured", true},
+		{regexp.MustCompile(`fired up and ready to roll`), "serving", true},
+	}
+})
+
+type milestone struct {
 	re   *regexp.Regexp
 	name string
 	done bool
-}{
-	{regexp.MustCompile(`Load weight begin`), "loading weights", false},
-	{regexp.MustCompile(`Loading safetensors checkpoint shards:\s*(\d+)% Completed`), "loading weights $1%", false},
-	{regexp.MustCompile(`Load weight end`), "weights loaded", false},
-	{regexp.MustCompile(`DeepGEMM (JIT|Kernels|warmup)`), "compiling DeepGEMM kernels", false},
-	{regexp.MustCompile(`Capture cuda graph begin`), "capturing CUDA graphs", false},
-	{regexp.MustCompile(`Capture cuda graph end`), "CUDA graphs captured", true},
-	{regexp.MustCompile(`fired up and ready to roll`), "serving", true},
 }
 
 // procProgress is what one process has shown of itself.
@@ -77,7 +82,7 @@ func (t *progressTracker) line(pid int, name string, b []byte) {
 	p.lines[p.next] = text
 	p.next = (p.next + 1) % lastLinesKept
 	p.count++
-	for _, m := range milestones {
+	for _, m := range milestones() {
 		if loc := m.re.FindStringSubmatchIndex(text); loc != nil {
 			p.milestone = string(m.re.ExpandString(nil, m.name, text, loc))
 			p.milestoneAt, p.startedUp = now, m.done

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
@@ -146,7 +147,7 @@ func (r *run) firstFailure(err error) *Failure {
 		}
 		return &Failure{Node: ae.Node, Host: r.hostOf(ae.Node), Message: ae.Msg}
 	case errors.As(err, &ve):
-		if m := problemLine.FindStringSubmatch(ve.Msg); m != nil {
+		if m := problemLine().FindStringSubmatch(ve.Msg); m != nil {
 			n, _ := strconv.Atoi(m[1])
 			return &Failure{Node: n, Host: m[2], Message: m[3]}
 		}
@@ -159,7 +160,7 @@ func (r *run) firstFailure(err error) *Failure {
 
 // problemLine is the first node named on a failed barrier's or preflight's
 // own lines: "  node 4 (gpu05): what went wrong".
-var problemLine = regexp.MustCompile(`(?m)^\s+node (\d+) \(([^)]*)\): (.*)$`)
+var problemLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^\s+node (\d+) \(([^)]*)\): (.*)$`) })
 
 func (r *run) hostOf(i int) string {
 	if r.plan != nil && i >= 0 && i < len(r.plan.Nodes) {

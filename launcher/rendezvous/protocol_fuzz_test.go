@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -71,4 +72,11 @@ func checkDecode(t *testing.T, line []byte) {
 	var again message
 	require.NoError(t, json.Unmarshal(enc, &again), "re-encoded %q", enc)
 	require.Equal(t, string(enc), string(encode(again)), "not a fixed point: %q", line)
+}
+
+// pingLine is written out by hand; it must stay what encode sends, or
+// readers would decode every heartbeat as JSON (or miss them).
+func TestPingLineIsEncodedPing(t *testing.T) {
+	assert.Equal(t, string(encode(message{Type: msgPing})), string(pingLine))
+	assert.True(t, isPing(bytes.TrimSuffix(encode(message{Type: msgPing}), []byte("\n"))))
 }

@@ -49,6 +49,9 @@ func Window(t testing.TB, n int) int {
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		t.Fatalf("testport: %v", err)
 	}
+	// Shared by every user's tests (the in-process cluster runs as non-root
+	// too): world-writable and sticky, as /tmp is. Only its creator can.
+	_ = os.Chmod(dir, 0o777|os.ModeSticky)
 	blocks := candidates(ephemeralRange())
 	start := rand.IntN(len(blocks))
 	for i := range blocks {
@@ -97,9 +100,10 @@ func ephemeralRange() (int, int) {
 }
 
 // lock takes block base's lock without waiting; flock belongs to the open
-// file, so a second Window in this process is refused the block too.
+// file, so a second Window in this process is refused the block too. Read
+// only: flock needs no more, and another user's lock file is readable.
 func lock(dir string, base int) (*os.File, bool) {
-	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.lock", base)), os.O_CREATE|os.O_RDWR, 0o666)
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.lock", base)), os.O_CREATE|os.O_RDONLY, 0o444)
 	if err != nil {
 		return nil, false
 	}

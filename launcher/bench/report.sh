@@ -209,7 +209,7 @@ trap 'rm -rf "$tmp" "$new"' EXIT
   echo "Peak RSS (median): $(grep '^SHAPE ' "$FIGURES_OUT" | while read -r _ shape _; do
     printf '%s: wideep-launch %s, scontrol %s, nodeset %s MiB; ' "$shape" "$(v "hostlist.$shape.wideep.peak_rss_kib" %.1f 0.0009765625)" \
       "$(v "hostlist.$shape.scontrol.peak_rss_kib" %.1f 0.0009765625)" "$(v "hostlist.$shape.nodeset.peak_rss_kib" %.1f 0.0009765625)"; done | sed 's/; $/./')"
-  echo "README's earlier figure for \`mixed\`: 16.4 ms vs scontrol 223.5 ms (13.6×) and nodeset 1023 ms (62×)."
+  echo "Before this report README quoted one shape only, \`mixed\`: 16.4 ms vs scontrol 223.5 ms (13.6×) and nodeset 1023 ms (62×)."
   echo
   echo "### Go benchmarks (one run each, \`-benchmem\`)"
   echo

@@ -1,5 +1,5 @@
 // Package testport hands tests windows of consecutive TCP ports for the
-// in-process multi-node tests, where node N binds 127.0.0.N and the
+// in-process multi-node tests, where node i binds 127.0.0.(i+1) and the
 // stand-ins test-bind SGLang's derived ports as SGLang does: a port taken
 // by anyone between the choice and the bind fails a worker at start.
 //
@@ -14,7 +14,9 @@
 package testport
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -40,24 +42,24 @@ func Window(t testing.TB, n int) int {
 	if n < 1 || n > BlockSize {
 		t.Fatalf("testport.Window(%d): want 1..%d ports", n, BlockSize)
 	}
-	// Not under TMPDIR: two test processes with different TMPDIRs must see
-	// each other's locks.
-	dir := "/tmp/wideep-testport"
-	if st, err := os.Stat("/run/lock"); err == nil && st.IsDir() {
-		dir = "/run/lock/wideep-testport"
-	}
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	dir, err := lockDir()
+	if err != nil {
 		t.Fatalf("testport: %v", err)
 	}
-	// Shared by every user's tests (the in-process cluster runs as non-root
-	// too): world-writable and sticky, as /tmp is. Only its creator can.
-	_ = os.Chmod(dir, 0o777|os.ModeSticky)
 	blocks := candidates(ephemeralRange())
+	if len(blocks) == 0 {
+		// The kernel may hand any port to an outgoing connection: no block
+		// is safe from that, the locks still keep the tests apart.
+		blocks = candidates(0, 0)
+	}
 	start := rand.IntN(len(blocks))
 	for i := range blocks {
 		base := blocks[(start+i)%len(blocks)]
-		f, ok := lock(dir, base)
-		if !ok {
+		f, err := lock(dir, base)
+		if err != nil {
+			t.Fatalf("testport: %v", err)
+		}
+		if f == nil {
 			continue
 		}
 		if free(base, n) {
@@ -68,6 +70,40 @@ func Window(t testing.TB, n int) int {
 	}
 	t.Fatalf("testport: no window of %d free ports in %d..%d", n, low, high)
 	return 0
+}
+
+// lockDir is the directory of the lock files, made if need be. Not under
+// TMPDIR: test processes with different TMPDIRs must see each other's
+// locks. Every user's tests share it (the in-process cluster runs as
+// non-root too), so it is world-writable and sticky, as /tmp is; it is made
+// under a private name and renamed into place, so nobody ever sees it
+// with the creator's umask.
+func lockDir() (string, error) {
+	parent := "/tmp"
+	if st, err := os.Stat("/run/lock"); err == nil && st.Mode()&(os.ModeSticky|0o002) == os.ModeSticky|0o002 {
+		parent = "/run/lock"
+	}
+	dir := filepath.Join(parent, "wideep-testport")
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return dir, nil
+	}
+	tmp, err := os.MkdirTemp(parent, ".wideep-testport-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o777|os.ModeSticky); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.Remove(tmp)
+		// Another process made it first: use theirs.
+		if st, serr := os.Stat(dir); serr == nil && st.IsDir() {
+			return dir, nil
+		}
+		return "", err
+	}
+	return dir, nil
 }
 
 // candidates are the block bases in [low, high) that stay clear of the
@@ -99,19 +135,31 @@ func ephemeralRange() (int, int) {
 	return 32768, 60999
 }
 
-// lock takes block base's lock without waiting; flock belongs to the open
-// file, so a second Window in this process is refused the block too. Read
-// only: flock needs no more, and another user's lock file is readable.
-func lock(dir string, base int) (*os.File, bool) {
-	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.lock", base)), os.O_CREATE|os.O_RDONLY, 0o444)
+// lock takes block base's lock without waiting: the open lock file, or nil
+// when another holds it. flock belongs to the open file, so a second Window
+// in this process is refused the block too. Read only, and no O_CREAT on a
+// file that exists: flock needs no more, and with fs.protected_regular the
+// kernel refuses O_CREAT on another user's file in a sticky directory.
+func lock(dir string, base int) (*os.File, error) {
+	name := filepath.Join(dir, fmt.Sprintf("%d.lock", base))
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		if errors.Is(err, fs.ErrExist) {
+			f, err = os.Open(name)
+		}
+	}
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, false
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("locking %s: %w", name, err)
 	}
-	return f, true
+	return f, nil
 }
 
 // free reports whether base..base+n-1 can be bound on every address now.

@@ -1,4 +1,4 @@
-package testport_test
+package testport
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wideep/wideep-launch/launcher/testport"
 	"github.com/wideep/wideep-launch/launcher/testproc"
 )
 
@@ -25,7 +24,7 @@ func init() {
 		n, _ := strconv.Atoi(args[0])
 		t := &holder{}
 		for range n {
-			fmt.Println(testport.Window(t, testport.BlockSize))
+			fmt.Println(Window(t, BlockSize))
 		}
 		bufio.NewReader(os.Stdin).ReadString('\n')
 		return 0
@@ -46,19 +45,20 @@ func TestMain(m *testing.M) { helpers.Main(m) }
 
 func TestWindowsOfOneProcessDoNotOverlap(t *testing.T) {
 	seen := map[int]bool{}
-	for range 40 {
-		base := testport.Window(t, testport.BlockSize)
-		for p := base; p < base+testport.BlockSize; p++ {
+	for range 10 {
+		base := Window(t, BlockSize)
+		for p := base; p < base+BlockSize; p++ {
 			require.False(t, seen[p], "port %d handed out twice", p)
 			seen[p] = true
 		}
 	}
 }
 
-// The case the package exists for: another test binary running at the same
-// time never gets a window this one holds.
-func TestWindowsOfTwoProcessesDoNotOverlap(t *testing.T) {
-	const held = 100
+// The case the package exists for: while another test process holds its
+// windows, this one cannot lock them; once that process is gone (its locks
+// die with it, whatever its end), they are free again.
+func TestWindowsOfAnotherProcess(t *testing.T) {
+	const held = 4
 	cmd := helpers.Command(t, "hold", strconv.Itoa(held))
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
@@ -66,25 +66,48 @@ func TestWindowsOfTwoProcessesDoNotOverlap(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	theirs := map[int]bool{}
+	var theirs []int
 	sc := bufio.NewScanner(out)
 	for len(theirs) < held && sc.Scan() {
 		base, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
 		require.NoError(t, err, "helper said %q", sc.Text())
-		theirs[base] = true
+		theirs = append(theirs, base)
 	}
 	require.Len(t, theirs, held, "the helper took its windows")
-	for range 100 {
-		base := testport.Window(t, 8)
-		assert.False(t, theirs[base], "window %d is held by the other process", base)
+
+	dir, err := lockDir()
+	require.NoError(t, err)
+	for _, base := range theirs {
+		f, err := lock(dir, base)
+		require.NoError(t, err)
+		assert.Nil(t, f, "block %d is held by the other process", base)
+	}
+
+	require.NoError(t, cmd.Process.Kill())
+	cmd.Wait()
+	for _, base := range theirs {
+		f, err := lock(dir, base)
+		require.NoError(t, err)
+		if assert.NotNil(t, f, "block %d is free once its holder is gone", base) {
+			f.Close()
+		}
 	}
 }
 
 func TestWindowIsFree(t *testing.T) {
-	base := testport.Window(t, 16)
+	base := Window(t, 16)
 	for p := base; p < base+16; p++ {
 		ln, err := net.Listen("tcp", "127.0.0.8:"+strconv.Itoa(p))
 		require.NoError(t, err, "port %d", p)
 		ln.Close()
 	}
+}
+
+// The lock directory is shared by every user: world-writable and sticky.
+func TestLockDirIsShared(t *testing.T) {
+	dir, err := lockDir()
+	require.NoError(t, err)
+	st, err := os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeDir|os.ModeSticky|0o777, st.Mode())
 }

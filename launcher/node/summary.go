@@ -145,17 +145,30 @@ func (r *run) firstFailure(err error) *Failure {
 		if rep, ok := r.reports[ae.Node]; ok && rep.Failure != nil {
 			return rep.Failure
 		}
+		if f := barrierFailure(ae.Msg); f != nil {
+			return f // a failed barrier, told to this node before it got there
+		}
 		return &Failure{Node: ae.Node, Host: r.hostOf(ae.Node), Message: ae.Msg}
 	case errors.As(err, &ve):
-		if m := problemLine().FindStringSubmatch(ve.Msg); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			return &Failure{Node: n, Host: m[2], Message: m[3]}
+		if f := barrierFailure(ve.Msg); f != nil {
+			return f
 		}
 	}
 	if r.failure != nil {
 		return r.failure
 	}
 	return &Failure{Node: r.idx, Host: r.host, Message: err.Error()}
+}
+
+// barrierFailure is the first node named on a failed barrier's or
+// preflight's own lines, nil if msg has none.
+func barrierFailure(msg string) *Failure {
+	m := problemLine().FindStringSubmatch(msg)
+	if m == nil {
+		return nil
+	}
+	n, _ := strconv.Atoi(m[1])
+	return &Failure{Node: n, Host: m[2], Message: m[3]}
 }
 
 // problemLine is the first node named on a failed barrier's or preflight's

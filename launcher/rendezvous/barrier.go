@@ -17,7 +17,8 @@ type rvBarrier struct {
 	payload  json.RawMessage // node 0's, sent to every node on release
 	result   []byte          // release or failure, once decided
 	failed   bool
-	config   bool // a problem is the user's to fix: every node exits 2
+	verdict  string // the failure's text
+	config   bool   // a problem is the user's to fix: every node exits 2
 }
 
 func (s *Server) handle(n *rvNode, msg message) {
@@ -103,6 +104,7 @@ func (s *Server) settle(name string, b *rvBarrier) {
 			summary += fmt.Sprintf(" (%d not there yet)", waiting)
 		}
 		s.decide(name, b, summary, problems)
+		s.tellAbsent(b)
 		return
 	}
 	if len(b.arrived) < s.cfg.Size {
@@ -122,7 +124,7 @@ func (s *Server) decide(name string, b *rvBarrier, summary string, lines []strin
 		s.log.Info().Str("barrier", name).Int("nodes", s.cfg.Size).Msg("rendezvous: barrier released")
 	} else {
 		text := failureText(summary, lines)
-		b.failed = true
+		b.failed, b.verdict = true, text
 		b.result = s.message(message{Type: msgFail, Barrier: name, Error: text, Config: b.config})
 		s.log.Error().Str("barrier", name).Msg(text)
 	}
@@ -133,6 +135,32 @@ func (s *Server) decide(name string, b *rvBarrier, summary string, lines []strin
 	sort.Ints(idx)
 	for _, i := range idx {
 		s.send(s.nodes[i], b.result)
+	}
+}
+
+// tellAbsent gives a barrier's failure (a node's problem, or nodes missing
+// at the deadline; not a node that left: a goodbye ends nothing) to the
+// nodes not there yet (s.mu held), as an abort naming the first node with
+// a problem and carrying the verdict's text: still compiling, dialling or
+// merely slow, they stop now instead of when they arrive, and each says why
+// before a --kill-on-bad-exit SIGTERM, sent when a told node exits, can cut
+// it short.
+func (s *Server) tellAbsent(b *rvBarrier) {
+	first := 0
+	for i := range s.cfg.Size {
+		if b.arrived[i] != "" {
+			first = i
+			break
+		}
+	}
+	abort := s.message(message{Type: msgAbort, Node: first, Error: b.verdict, Config: b.config})
+	for _, n := range s.nodes {
+		if n == nil {
+			continue
+		}
+		if _, there := b.arrived[n.m.Index]; !there {
+			s.send(n, abort)
+		}
 	}
 }
 
@@ -156,4 +184,5 @@ func (s *Server) barrierDeadline(name string, b *rvBarrier) {
 		}
 	}
 	s.decide(name, b, fmt.Sprintf("barrier %q failed: %d of %d nodes did not arrive within %s", name, missing, s.cfg.Size, b.timeout), lines)
+	s.tellAbsent(b)
 }

@@ -213,7 +213,7 @@ func (c *Client) run() {
 		switch m.Type {
 		case msgPing:
 		case msgAbort:
-			c.abort(&AbortError{Node: m.Node, Msg: m.Error, Stopped: m.Stopped, Lost: m.Lost})
+			c.abort(&AbortError{Node: m.Node, Msg: m.Error, Stopped: m.Stopped, Lost: m.Lost, Config: m.Config})
 		case msgNotice:
 			select {
 			case c.notices <- Notice{Kind: m.Notice, Payload: m.Payload}:
@@ -332,7 +332,7 @@ func (c *Client) failure(reply message) error {
 	case msgFail:
 		return &VerdictError{Msg: reply.Error, Config: reply.Config}
 	case msgAbort:
-		return &AbortError{Node: reply.Node, Msg: reply.Error, Stopped: reply.Stopped, Lost: reply.Lost}
+		return &AbortError{Node: reply.Node, Msg: reply.Error, Stopped: reply.Stopped, Lost: reply.Lost, Config: reply.Config}
 	}
 	return fmt.Errorf("rendezvous: unexpected %q answer from the server on %s", reply.Type, c.cfg.nodeName(0))
 }

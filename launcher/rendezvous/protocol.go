@@ -242,16 +242,25 @@ func (e *VerdictError) ExitCode() int {
 
 // AbortError is the job ending because of one node: it failed (Msg says
 // how, naming it), it was stopped (a signal), or it was lost (its launcher
-// vanished, or went silent). Every node gets the same one.
+// vanished, or went silent). Every node gets the same one. A node not yet
+// at a barrier that failed gets the verdict as an AbortError too; Config
+// then says, as in VerdictError, that the user has to fix it.
 type AbortError struct {
 	Node    int
 	Msg     string
 	Stopped bool
 	Lost    bool
+	Config  bool
 }
 
 func (e *AbortError) Error() string { return e.Msg }
 
 // ExitCode is exitcode.Launcher: this node did not fail, but the job did,
-// and an afternotok dependency or --requeue must see that.
-func (e *AbortError) ExitCode() int { return exitcode.Launcher }
+// and an afternotok dependency or --requeue must see that. A verdict the
+// user has to fix is exitcode.Input on every node, told early or not.
+func (e *AbortError) ExitCode() int {
+	if e.Config {
+		return exitcode.Input
+	}
+	return exitcode.Launcher
+}

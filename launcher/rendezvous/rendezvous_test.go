@@ -305,11 +305,74 @@ func TestRendezvousBarrierProblemDoesNotWait(t *testing.T) {
 		if i == 6 {
 			continue
 		}
+		// A node that arrived gets the verdict as the answer; one still on
+		// its way (how many varies) is told as an abort: the same text.
 		var ve *VerdictError
-		require.ErrorAs(t, err, &ve, "node %d", i)
+		var ae *AbortError
+		require.True(t, errors.As(err, &ve) || errors.As(err, &ae), "node %d: %T", i, err)
 		assert.Contains(t, err.Error(), "not there yet", "decided before node 6 arrived")
 		assert.NotContains(t, err.Error(), "did not arrive", "not by the deadline")
 		assert.Contains(t, err.Error(), "node 2 (node3): kernel cache missing")
+	}
+}
+
+// A node not at a barrier that fails (still compiling, dialling, slow) is
+// told at once, not when it gets there: it stops now, and its log says why
+// before a --kill-on-bad-exit SIGTERM can cut it short. A check the user
+// has to fix stays exit 2 on the node told early too.
+func TestRendezvousBarrierProblemTellsAbsentNodes(t *testing.T) {
+	for name, tc := range map[string]struct {
+		check    bool
+		wantCode int
+	}{
+		"failure":       {false, exitcode.Launcher},
+		"user's to fix": {true, exitcode.Input},
+	} {
+		t.Run(name, func(t *testing.T) {
+			clients, _, _ := joinEveryone(t, 8)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make([]error, len(clients))
+			for i, c := range clients {
+				if i == 6 {
+					continue // busy elsewhere: it never calls the barrier
+				}
+				problem := map[int]string{2: "cannot reach node 4 (node5)"}[i]
+				wg.Go(func() {
+					if tc.check {
+						errs[i] = c.CheckBarrier(ctx, "routes", problem)
+					} else {
+						errs[i] = c.Barrier(ctx, "routes", problem)
+					}
+				})
+			}
+			select {
+			case <-clients[6].Aborted():
+			case <-time.After(10 * time.Second):
+				require.FailNow(t, "node 6 was not told")
+			}
+			wg.Wait()
+			ae := clients[6].Err()
+			require.NotNil(t, ae)
+			assert.Equal(t, 2, ae.Node, "the first node with a problem")
+			assert.Contains(t, ae.Msg, `barrier "routes" failed on 1 of 8 nodes`)
+			assert.Contains(t, ae.Msg, "node 2 (node3): cannot reach node 4 (node5)")
+			assert.False(t, ae.Stopped || ae.Lost)
+			assert.Equal(t, tc.wantCode, ae.ExitCode())
+			for i, err := range errs {
+				if i == 6 {
+					continue
+				}
+				require.Error(t, err, "node %d", i)
+				assert.Contains(t, err.Error(), "node 2 (node3): cannot reach node 4 (node5)", "node %d", i)
+				var coder exitcode.Coder
+				require.ErrorAs(t, err, &coder, "node %d", i)
+				assert.Equal(t, tc.wantCode, coder.ExitCode(), "node %d", i)
+			}
+			// The told node can still leave its last report.
+			require.NoError(t, clients[6].Report(ctx, json.RawMessage(`{"phase":"routes"}`)))
+		})
 	}
 }
 

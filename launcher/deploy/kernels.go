@@ -63,6 +63,14 @@ func (s Spec) CompileDir(jobID, host, name string) string {
 	return path.Join(s.JobDGLocalDir(jobID, host), name)
 }
 
+// gpuModelOf is the GPU role's kernels are built on.
+func (s Spec) gpuModelOf(role Role) string {
+	if m := s.RoleGPUModels[role]; m != "" {
+		return m
+	}
+	return s.GPUModel
+}
+
 // kernelKeyInputs are what a role's kernels depend on. precompileArgs is
 // compile_deep_gemm's argument list without --timeout.
 func (s Spec) kernelKeyInputs(t *roleTemplate, precompileArgs []string) dgcache.KeyInputs {
@@ -80,7 +88,7 @@ func (s Spec) kernelKeyInputs(t *roleTemplate, precompileArgs []string) dgcache.
 		env[k] = v
 	}
 	return dgcache.KeyInputs{
-		Role: string(t.role), Image: s.Image, ImageDigest: s.ImageDigest, GPUModel: s.GPUModel,
+		Role: string(t.role), Image: s.Image, ImageDigest: s.ImageDigest, GPUModel: s.gpuModelOf(t.role),
 		ModelID: s.ModelPath, Args: withoutSecrets(precompileArgs), Env: env,
 	}
 }

@@ -190,6 +190,12 @@ type Spec struct {
 	ImageDigest string
 	GPUModel    string
 	KernelEnv   map[string]string
+	// RoleGPUModels, when set, is the GPU each role's kernels are built on
+	// (the GPU of the node that compiles them, told at the rendezvous): a
+	// job's prefill and decode nodes may differ, and one node's GPU would
+	// key the other role's kernels wrongly. A role missing here uses
+	// GPUModel.
+	RoleGPUModels map[Role]string
 	// DGLocalDir is the node-local directory DeepGEMM kernels are seeded
 	// into and compiled in (%j the job id, %h the node), one subdirectory
 	// per kernel set. It outlives the job by default, so a node that ran a

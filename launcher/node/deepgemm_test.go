@@ -169,3 +169,33 @@ func TestMultiNodeDeepGEMMTimeout(t *testing.T) {
 	assert.Empty(t, entries, "no entry, no staging directory, no lock")
 	assert.Empty(t, ourChildren(t))
 }
+
+// Prefill and decode nodes with different GPUs: each role's kernels are
+// keyed with the GPU of the nodes that build them, on every node, not with
+// node 0's.
+func TestMultiNodeDeepGEMMKeyedByEachRolesGPU(t *testing.T) {
+	c := newClusterWith(t, "86", nil)
+	for i := 4; i < 8; i++ {
+		c.nodes[i].Spec.GPUModel = "other GPU" // the decode nodes
+	}
+	c.runUntilReady()
+
+	spec := c.nodes[0].Spec
+	spec.RoleGPUModels = map[deploy.Role]string{deploy.RolePrefill: "test GPU", deploy.RoleDecode: "other GPU"}
+	plan, err := deploy.NewPlan(spec, "86", c.hosts, nil)
+	require.NoError(t, err)
+	require.Len(t, plan.DeepGEMM, 2)
+	for _, set := range plan.DeepGEMM {
+		comp, err := dgcache.ReadComplete(set.Entry)
+		require.NoError(t, err, "%s published under the key of its own GPU", set.Name())
+		assert.Equal(t, spec.RoleGPUModels[set.Role], comp.Inputs["gpu_model"], set.Name())
+	}
+	for i, host := range c.hosts {
+		role, set := "prefill", plan.DeepGEMM[0]
+		if i >= 4 {
+			role, set = "decode", plan.DeepGEMM[1]
+		}
+		rec := readRecord(t, filepath.Join(c.work, "records"), host, role)
+		assert.Equal(t, filepath.Join(c.work, "dg-"+host, set.Name()), rec.Env["SGLANG_DG_CACHE_DIR"], host)
+	}
+}

@@ -4,12 +4,21 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/preflight"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 )
 
 // factGPUModel is the Member fact carrying a node's GPU model and memory.
 const factGPUModel = preflight.CheckGPUModel
+
+// factKernelGPU is the Member fact carrying the GPU model a node would key
+// DeepGEMM kernels with (Spec.GPUModel).
+const factKernelGPU = "kernel-gpu"
+
+// GPUModelGiven is NodeRuntime.GPUModelFrom when the user named the GPU
+// (--gpu-model): it then keys every role's kernels.
+const GPUModelGiven = "--gpu-model"
 
 // namedChecks fills in what the fabric and GPU checks need. A GPU node
 // checks its own fabric ("/" unless told otherwise) and asks nvidia-smi; a
@@ -63,4 +72,37 @@ func (r *run) crossCheck(members []rendezvous.Member) map[int][]string {
 		}
 	}
 	return out
+}
+
+// kernelGPUs is, per role, the GPU model of the node rank 0 of the role's
+// first worker — the node that compiles the role's kernels — as that node
+// told it at the rendezvous, so every node keys each role's kernels with
+// the GPU they are built on, whatever its own (prefill and decode nodes may
+// differ). nil when the user named the GPU. Node 0 warns of a worker whose
+// GPU differs from its role's: it gets kernels built for another GPU, and
+// DeepGEMM compiles its own at run time.
+func (r *run) kernelGPUs(table []rendezvous.Member) map[deploy.Role]string {
+	if r.n.GPUModelFrom == GPUModelGiven {
+		return nil
+	}
+	gpuOf := func(i int) string {
+		if i < 0 || i >= len(table) {
+			return ""
+		}
+		return table[i].Facts[factKernelGPU]
+	}
+	models := map[deploy.Role]string{}
+	for _, w := range r.offline.Workers {
+		gpu := gpuOf(w.Nodes[0])
+		first, seen := models[w.Role]
+		if !seen {
+			models[w.Role] = gpu
+			continue
+		}
+		if r.idx == 0 && gpu != first {
+			r.log.Warn().Str("worker", fmt.Sprintf("%s worker %d", w.Role, w.Index)).Str("gpu", gpu).Str("kernels_for", first).
+				Msg("this worker's GPU differs from its role's first worker's: the DeepGEMM kernels it gets are built for the other; it compiles its own at run time")
+		}
+	}
+	return models
 }

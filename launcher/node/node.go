@@ -108,7 +108,7 @@ type NodeRuntime struct {
 	Spec  deploy.Spec
 	Slurm *slurm.Env
 	// GPUModelFrom says where Spec.GPUModel came from (for the log): a
-	// flag, nvidia-smi, or why it is unknown.
+	// flag (GPUModelGiven), nvidia-smi, or why it is unknown.
 	GPUModelFrom string
 	// JobAlive says whether a Slurm job still runs (squeue): a DeepGEMM
 	// cache lock held by a job known to be gone is broken at once. nil

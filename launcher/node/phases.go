@@ -83,8 +83,12 @@ func (r *run) preflight(context.Context, time.Duration) error {
 	r.namedChecks(&cfg)
 	rep := preflight.Run(cfg)
 	r.problems = rep.Problems
+	r.facts = map[string]string{}
 	if rep.GPUModel != "" {
-		r.facts = map[string]string{factGPUModel: rep.GPUModel}
+		r.facts[factGPUModel] = rep.GPUModel
+	}
+	if r.n.Spec.GPUModel != "" {
+		r.facts[factKernelGPU] = r.n.Spec.GPUModel
 	}
 	if rep.GPUs != "" {
 		r.log.Info().Str("gpus", rep.GPUs).Msg("GPUs (nvidia-smi)")
@@ -154,7 +158,9 @@ func (r *run) meet(ctx context.Context, limit time.Duration) error {
 	for i, m := range table {
 		addrs[i] = m.Addr
 	}
-	if r.plan, err = deploy.NewPlan(r.n.Spec, r.env.JobID, r.env.Nodes, addrs); err != nil {
+	spec := r.n.Spec
+	spec.RoleGPUModels = r.kernelGPUs(table)
+	if r.plan, err = deploy.NewPlan(spec, r.env.JobID, r.env.Nodes, addrs); err != nil {
 		return err
 	}
 	r.me = r.plan.Nodes[r.idx]

@@ -274,7 +274,7 @@ func (c *runCommand) prepare(sys System, fs *pflag.FlagSet, env *slurm.Env) (rt 
 	spec.NodeSource = env.NodeListVar
 	spec.ResolveGPUs(env.GPUsOnNode)
 	finishSpec(fs, sys.LookupEnv, sys.Environ(), spec)
-	gpuFrom = "--gpu-model"
+	gpuFrom = node.GPUModelGiven
 	if spec.GPUModel == "" {
 		spec.GPUModel, gpuFrom = detectGPUModel(sys, *c.simulate)
 	}

@@ -50,7 +50,11 @@ func (s *Server) arrive(n *rvNode, msg message) {
 		return
 	}
 	if b.result != nil {
-		s.send(n, b.result)
+		if b.failed {
+			s.tell(n, b.result)
+		} else {
+			s.send(n, b.result)
+		}
 		return
 	}
 	b.arrived[n.m.Index] = msg.Problem
@@ -134,7 +138,11 @@ func (s *Server) decide(name string, b *rvBarrier, summary string, lines []strin
 	}
 	sort.Ints(idx)
 	for _, i := range idx {
-		s.send(s.nodes[i], b.result)
+		if b.failed {
+			s.tell(s.nodes[i], b.result)
+		} else {
+			s.send(s.nodes[i], b.result)
+		}
 	}
 }
 
@@ -159,7 +167,7 @@ func (s *Server) tellAbsent(b *rvBarrier) {
 			continue
 		}
 		if _, there := b.arrived[n.m.Index]; !there {
-			s.send(n, abort)
+			s.tell(n, abort)
 		}
 	}
 }

@@ -89,7 +89,10 @@ func Join(ctx context.Context, addr string, cfg Config, self Member) (*Client, [
 			err = fmt.Errorf("rendezvous: joining %s at %s as %s: %w", server, addr, cfg.nodeName(self.Index), err)
 		}
 	}
-	c.shut(false)
+	// A goodbye: an abort can come right behind the table (a fast node
+	// failed the first barrier already), and leaving without a word would
+	// have node 0 declare this node lost, telling everyone a vaguer story.
+	c.shut(true)
 	return nil, nil, err
 }
 

@@ -77,7 +77,7 @@ func (s *Server) fail(summary string, lines []string, config bool) {
 	s.failure = s.message(message{Type: msgFail, Error: text, Config: config})
 	for _, n := range s.nodes {
 		if n != nil {
-			s.send(n, s.failure)
+			s.tell(n, s.failure)
 		}
 	}
 	s.log.Error().Msg(text)
@@ -162,6 +162,14 @@ func (s *Server) writer(n *rvNode) {
 // send queues a message for a node (s.mu held). The protocol has a few
 // answers and heartbeats outstanding per node at most, so a full queue means
 // a node that does not read: drop it rather than block everyone.
+// tell sends n why the job ends (a failed barrier, a failed join, an
+// abort) and remembers it: node 0's closing must not race that answer
+// with a vaguer "node 0 closed" (s.mu held).
+func (s *Server) tell(n *rvNode, b []byte) {
+	n.told = true
+	s.send(n, b)
+}
+
 func (s *Server) send(n *rvNode, b []byte) {
 	if n.gone != "" {
 		return

@@ -57,6 +57,7 @@ type rvNode struct {
 	conn      net.Conn
 	out       chan []byte
 	gone      string       // "", "disconnected", "left", "lost" or "closed"
+	told      bool         // it has been sent why the job ends: a verdict or an abort
 	lastHeard atomic.Int64 // unix nanoseconds of the last line it sent
 }
 
@@ -109,9 +110,16 @@ func (s *Server) Stop(reason string) {
 func (s *Server) Close() {
 	s.once.Do(func() {
 		s.mu.Lock()
-		if s.state == rvReleased {
-			s.abort(message{Type: msgAbort, Node: 0, Stopped: true,
-				Error: fmt.Sprintf("%s closed the rendezvous", s.cfg.nodeName(0))}, -1)
+		if s.state == rvReleased && s.aborted == nil {
+			// Not to a node told already (a failed barrier's verdict may
+			// still be on its way to it; this would race it).
+			bye := s.message(message{Type: msgAbort, Node: 0, Stopped: true,
+				Error: fmt.Sprintf("%s closed the rendezvous", s.cfg.nodeName(0))})
+			for _, n := range s.nodes {
+				if n != nil && !n.told {
+					s.tell(n, bye)
+				}
+			}
 		}
 		s.closed = true
 		close(s.stopPulse)
@@ -314,7 +322,7 @@ func (s *Server) serveConn(c net.Conn) {
 			// job ends because of it, else the one that came first (its
 			// failure may be a consequence of that one).
 			if s.aborted != nil {
-				s.send(n, s.aborted)
+				s.tell(n, s.aborted)
 			}
 			s.mu.Unlock()
 		default:
@@ -453,7 +461,7 @@ func (s *Server) abort(msg message, from int) {
 	ev.Int("from_node", msg.Node).Msg("rendezvous: the job is ending, telling every node: " + msg.Error)
 	for _, n := range s.nodes {
 		if n != nil && n.m.Index != from {
-			s.send(n, s.aborted)
+			s.tell(n, s.aborted)
 		}
 	}
 	s.notify()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -61,7 +62,27 @@ var denyEnv = []string{"PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "SLURM_PROCID", 
 func (r *Runtime) Name() string     { return "enroot" }
 func (r *Runtime) UsesGPUs() bool   { return r.Inner.UsesGPUs() }
 func (r *Runtime) BindHost() string { return r.Inner.BindHost() }
-func (r *Runtime) bin() string      { return cmpOr(r.Bin, "enroot") }
+
+// HostPath maps p through the container's bind mounts (the deepest mount
+// holding it wins, as in the container); a path under no mount is in the
+// image, which the launcher cannot look into before the container exists.
+func (r *Runtime) HostPath(p string) (string, bool) {
+	p = path.Clean(p)
+	best := -1
+	for i, m := range r.Mounts {
+		dst := path.Clean(m.Dst)
+		if (p == dst || strings.HasPrefix(p, strings.TrimSuffix(dst, "/")+"/")) && (best < 0 || len(dst) > len(path.Clean(r.Mounts[best].Dst))) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return "", false
+	}
+	m := r.Mounts[best]
+	rel := strings.TrimPrefix(strings.TrimPrefix(p, path.Clean(m.Dst)), "/")
+	return path.Join(m.Src, rel), true
+}
+func (r *Runtime) bin() string { return cmpOr(r.Bin, "enroot") }
 func (r *Runtime) enrootEnv() []string {
 	return append(slices.Clone(r.Env), "ENROOT_DATA_PATH="+r.DataPath)
 }

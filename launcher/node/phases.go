@@ -78,7 +78,12 @@ func (r *run) preflight(context.Context, time.Duration) error {
 		}
 	}
 	if me.Role != deploy.RoleInfra {
-		cfg.ModelPath = r.n.Spec.ModelPath
+		if p, ok := r.n.Runtime.HostPath(r.n.Spec.ModelPath); ok {
+			cfg.ModelPath = p
+		} else {
+			r.log.Info().Str("model_path", r.n.Spec.ModelPath).
+				Msg("the model path is inside the image (under no --container-mount): the workers find it there or fail at start")
+		}
 	}
 	r.namedChecks(&cfg)
 	rep := preflight.Run(cfg)

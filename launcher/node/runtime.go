@@ -41,6 +41,11 @@ type Runtime interface {
 	// address" (0.0.0.0); "" means every address. Preflight checks ports
 	// there.
 	BindHost() string
+	// HostPath is where a path as the processes see it is on the node, for
+	// the launcher's own checks: a container's bind mount maps it to its
+	// source; false when it exists only inside an image the launcher has
+	// not started yet.
+	HostPath(p string) (string, bool)
 	// Cleanup undoes Prepare at the end of the job, whatever its end.
 	Cleanup(ctx context.Context) error
 }
@@ -75,7 +80,11 @@ func (Host) Executable(p deploy.Process) string                          { retur
 func (Host) LookPath(name string) (string, error)                        { return exec.LookPath(name) }
 func (Host) UsesGPUs() bool                                              { return true }
 func (Host) BindHost() string                                            { return "" }
-func (Host) Cleanup(context.Context) error                               { return nil }
+
+// HostPath is p: on the host, or inside pyxis's container with the
+// launcher, the processes and the launcher see the same files.
+func (Host) HostPath(p string) (string, bool) { return p, true }
+func (Host) Cleanup(context.Context) error    { return nil }
 
 // Simulation runs this binary's stand-ins (`Self sim <the real argv>`) for
 // the Python processes (SGLang, the Dynamo frontend, the precompile), with
@@ -96,6 +105,7 @@ func (Simulation) Name() string                        { return "simulation" }
 func (Simulation) Prepare(context.Context, Node) error { return nil }
 func (Simulation) UsesGPUs() bool                      { return false }
 func (s Simulation) BindHost() string                  { return s.Bind }
+func (Simulation) HostPath(p string) (string, bool)    { return p, true }
 func (Simulation) Cleanup(context.Context) error       { return nil }
 
 func (s Simulation) Command(p deploy.Process, env []string) ([]string, []string) {

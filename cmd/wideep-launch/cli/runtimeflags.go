@@ -102,10 +102,6 @@ func (f *runtimeFlags) enrootRuntime(sys System, spec deploy.Spec, jobID string)
 		data = enroot.DataPath(sys.LookupEnv)
 	}
 	data = deploy.ExpandJobHost(data, jobID, host)
-	// The infra node's etcd data and NATS files live in the job's local
-	// directory, written by the launcher and read in the container.
-	local := spec.JobLocalDir(jobID)
-	c.Mounts = append(c.Mounts, enroot.Mount{Src: local, Dst: local, Create: true})
 	// enroot itself needs the launcher's environment (HOME, XDG_*,
 	// ENROOT_CONFIG_PATH for credentials), never the job's secret.
 	var env []string
@@ -169,6 +165,10 @@ func (f *runtimeFlags) commands(spec deploy.Spec, jobID, host string) (enroot.Co
 		}
 		mounts = append(mounts, m)
 	}
+	// The infra node's etcd data and NATS files live in the job's local
+	// directory, written by the launcher and read in the container.
+	local := spec.JobLocalDir(jobID)
+	mounts = append(mounts, enroot.Mount{Src: local, Dst: local, Create: true})
 	return enroot.Commands{Bin: f.enroot, Image: im, ImageCache: spec.JobImageCache(),
 		Container: enroot.ContainerName(jobID), Mounts: mounts}, nil
 }

@@ -104,6 +104,13 @@ func (s Spec) validateFields(v *validator) {
 	default:
 		v.addf("--dg-cache-mode %q: want local or shared", s.DGCacheMode)
 	}
+	if s.DGCacheMode == DGCacheShared && s.Precompile == PrecompileNever {
+		// On a miss nothing would publish the set, and every worker would
+		// JIT-compile into the shared entry at once (DeepEP #683's crash),
+		// leaving an entry without COMPLETE.json that later jobs refuse.
+		v.addf("--dg-cache-mode shared with --precompile never: on a cache miss every worker would compile into the shared " +
+			"cache entry at once and leave it unusable; use --dg-cache-mode local, or --precompile auto")
+	}
 	if s.DGCacheMode == DGCacheLocal && !path.IsAbs(s.DGLocalDir) {
 		v.addf("--dg-local-dir %q: must be an absolute path on node-local disk", s.DGLocalDir)
 	}

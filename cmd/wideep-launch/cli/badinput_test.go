@@ -217,6 +217,7 @@ func sevenNodeStepDiff() map[string]string {
 
 var flagRows = []badInput{
 	{name: "flag/--health-timeout negative", args: runArgs("--health-timeout", "-5s"), want: []string{"--health-timeout -5s: must be positive"}},
+	{name: "flag/--stall-timeout zero", args: runArgs("--stall-timeout", "0"), want: []string{"--stall-timeout 0s: must be positive"}},
 	{name: "flag/--precompile-timeout negative", args: runArgs("--precompile-timeout", "-1m"), want: []string{"--precompile-timeout -1m0s: must be positive"}},
 	{name: "flag/--infra-timeout zero", args: runArgs("--infra-timeout", "0"), want: []string{"--infra-timeout 0s: must be positive"}},
 	{name: "flag/--rendezvous-timeout negative", args: runArgs("--rendezvous-timeout", "-5s"), want: []string{"--rendezvous-timeout -5s: must be positive"}},
@@ -258,6 +259,7 @@ var flagRows = []badInput{
 // message must name the variable, not only the flag nobody typed.
 var envRows = []badInput{
 	{name: "env/WIDEEP_HEALTH_TIMEOUT", args: runArgs(), env: kvEnv("WIDEEP_HEALTH_TIMEOUT", "-5s"), want: []string{"WIDEEP_HEALTH_TIMEOUT=-5s (for --health-timeout)"}},
+	{name: "env/WIDEEP_STALL_TIMEOUT", args: runArgs(), env: kvEnv("WIDEEP_STALL_TIMEOUT", "-1m"), want: []string{"WIDEEP_STALL_TIMEOUT=-1m (for --stall-timeout)"}},
 	{name: "env/WIDEEP_PRECOMPILE_TIMEOUT", args: runArgs(), env: kvEnv("WIDEEP_PRECOMPILE_TIMEOUT", "-1m"), want: []string{"WIDEEP_PRECOMPILE_TIMEOUT=-1m (for --precompile-timeout)"}},
 	{name: "env/WIDEEP_INFRA_TIMEOUT", args: runArgs(), env: kvEnv("WIDEEP_INFRA_TIMEOUT", "0"), want: []string{"WIDEEP_INFRA_TIMEOUT=0 (for --infra-timeout)"}},
 	{name: "env/WIDEEP_RENDEZVOUS_TIMEOUT", args: runArgs(), env: kvEnv("WIDEEP_RENDEZVOUS_TIMEOUT", "-5s"), want: []string{"WIDEEP_RENDEZVOUS_TIMEOUT=-5s (for --rendezvous-timeout)"}},
@@ -343,6 +345,8 @@ var specRows = []badInput{
 	{name: "spec/image digest", args: planArgs("--image-digest", "sha256:xyz"), want: []string{`--image-digest "sha256:xyz"`}},
 	{name: "spec/sglang version", args: planArgs("--sglang-version", "banana"), want: []string{`--sglang-version "banana"`}},
 	{name: "spec/dg cache mode", args: planArgs("--dg-cache-mode", "nfs"), want: []string{`--dg-cache-mode "nfs"`}},
+	{name: "spec/shared cache without precompile", args: planArgs("--dg-cache-mode", "shared", "--precompile", "never"),
+		want: []string{"--dg-cache-mode shared with --precompile never", "use --dg-cache-mode local"}},
 	{name: "spec/iface", args: planArgs("--iface", "eth0:1"), want: []string{`--iface "eth0:1"`}},
 	{name: "spec/run layout", args: runArgs("--prefill-workers", "2"), want: []string{"SLURM_STEP_NODELIST has 8 nodes but the spec needs 12"}},
 	{name: "spec/run quoted arg", args: runArgs("--decode-arg", "--tool-call-parser 'x'"), want: []string{"use one --decode-arg per flag"}},

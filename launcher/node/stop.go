@@ -333,7 +333,14 @@ func (r *run) logEnd(err error) {
 		r.log.Error().Int("exit_code", code).Int("from_node", ae.Node).
 			Msgf("NODE FAILED: %s (node %d (%s) stopped its processes: the job is a gang)", ae.Msg, r.idx, r.host)
 	case errors.As(err, &st):
-		r.log.Warn().Int("exit_code", code).Msg(err.Error() + ": processes stopped gracefully; this node did not fail")
+		msg := err.Error() + ": processes stopped gracefully; this node did not fail"
+		// Slurm ends a step whose task died of a signal, with or without
+		// --kill-on-bad-exit: its SIGTERM may beat node 0's news here. When
+		// the news came meanwhile, this line says what ended the job too.
+		if ae := r.jobEnding(); ae != nil {
+			msg += "; the job was ending: " + ae.Msg
+		}
+		r.log.Warn().Int("exit_code", code).Msg(msg)
 	case errors.As(err, &ee), errors.As(err, new(*StallError)):
 		// These name the node themselves.
 		r.log.Error().Int("exit_code", code).Msg("NODE FAILED: " + err.Error())
@@ -355,4 +362,16 @@ func signalName(s syscall.Signal) string {
 		return name
 	}
 	return fmt.Sprintf("signal %d", int(s))
+}
+
+// jobEnding is why the job ends when another node failed or was lost and
+// node 0 told this one; nil before, or for a stop (every node has its own).
+func (r *run) jobEnding() *rendezvous.AbortError {
+	if r.client == nil {
+		return nil
+	}
+	if ae := r.client.Err(); ae != nil && !ae.Stopped {
+		return ae
+	}
+	return nil
 }

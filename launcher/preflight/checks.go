@@ -125,8 +125,11 @@ func checkFabric(cfg Config, skip map[string]bool, f *findings) {
 	root := sysroot(cfg)
 	needs := rdmaNeeds(cfg.RDMA)
 	if len(cfg.RDMA) > 0 && !skip[CheckIBPorts] {
-		if msg := checkIBPorts(root); msg != "" {
-			f.add(Fail, CheckIBPorts, "%s; %s RDMA", msg, needs)
+		fail, down := checkIBPorts(root)
+		if fail != "" {
+			f.add(Fail, CheckIBPorts, "%s; %s RDMA", fail, needs)
+		} else if down != "" {
+			f.add(Warn, CheckIBPorts, "%s; %s RDMA, and a GPU whose NIC is down sends over another one or fails", down, needs)
 		}
 	}
 	if len(cfg.RDMA) > 0 && !skip[CheckGPUDirect] {
@@ -155,36 +158,45 @@ func rdmaNeeds(users []string) string {
 	return strings.Join(users, " and ") + " need"
 }
 
-// checkIBPorts says why no InfiniBand/RoCE port is usable, "" when one is
-// ACTIVE. sysfs shows every port as <dev>/ports/<n>/{state,link_layer,rate},
-// state as "4: ACTIVE".
-func checkIBPorts(root string) string {
+// checkIBPorts looks at every InfiniBand/RoCE port: fail says why none is
+// usable (no device, no port, none ACTIVE); down, when some are ACTIVE,
+// names the others (a node with 1 of its 8 GPU NICs down passes the first
+// test and still loses that GPU's bandwidth). We cannot tell a GPU NIC from
+// an unused one, so that is a warning. sysfs shows every port as
+// <dev>/ports/<n>/{state,link_layer,rate}, state as "4: ACTIVE".
+func checkIBPorts(root string) (fail, down string) {
 	dir := filepath.Join(root, "sys", "class", "infiniband")
 	devs, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Sprintf("no InfiniBand/RoCE device (%s: %s)", dir, reason(err))
+		return fmt.Sprintf("no InfiniBand/RoCE device (%s: %s)", dir, reason(err)), ""
 	}
-	var seen []string
+	var inactive []string
+	ports := 0
 	for _, dev := range devs {
-		ports, _ := os.ReadDir(filepath.Join(dir, dev.Name(), "ports"))
-		for _, port := range ports {
+		names, _ := os.ReadDir(filepath.Join(dir, dev.Name(), "ports"))
+		for _, port := range names {
+			ports++
 			p := filepath.Join(dir, dev.Name(), "ports", port.Name())
-			state := readAttr(p, "state")
-			if strings.HasSuffix(state, "ACTIVE") {
-				return ""
+			if state := readAttr(p, "state"); !strings.HasSuffix(state, "ACTIVE") {
+				inactive = append(inactive, fmt.Sprintf("%s port %s: %s, %s, %s", dev.Name(), port.Name(),
+					state, readAttr(p, "link_layer"), readAttr(p, "rate")))
 			}
-			seen = append(seen, fmt.Sprintf("%s port %s: %s, %s, %s", dev.Name(), port.Name(),
-				state, readAttr(p, "link_layer"), readAttr(p, "rate")))
 		}
 	}
-	if len(seen) == 0 {
-		return fmt.Sprintf("no InfiniBand/RoCE port (%s has no device with ports)", dir)
-	}
+	n := len(inactive)
 	const shown = 8
-	if len(seen) > shown {
-		seen = append(seen[:shown], fmt.Sprintf("and %d more", len(seen)-shown))
+	if n > shown {
+		inactive = append(inactive[:shown], fmt.Sprintf("and %d more", n-shown))
 	}
-	return fmt.Sprintf("no ACTIVE InfiniBand/RoCE port (%s)", strings.Join(seen, "; "))
+	switch {
+	case ports == 0:
+		return fmt.Sprintf("no InfiniBand/RoCE port (%s has no device with ports)", dir), ""
+	case n == ports:
+		return fmt.Sprintf("no ACTIVE InfiniBand/RoCE port (%s)", strings.Join(inactive, "; ")), ""
+	case n > 0:
+		return "", fmt.Sprintf("%d of %d InfiniBand/RoCE ports are not ACTIVE (%s)", n, ports, strings.Join(inactive, "; "))
+	}
+	return "", ""
 }
 
 // readAttr reads one sysfs attribute, "?" when it cannot.

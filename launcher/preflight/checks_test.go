@@ -70,11 +70,27 @@ type fabricCase struct {
 
 var fabricCases = map[string]fabricCase{
 	"healthy": {tree: healthyFabric, rdma: []string{"NIXL", "DeepEP"}},
-	"one of two ports ACTIVE is enough": {
+	"one of two ports ACTIVE passes, the other is named": {
 		tree: merge(ibPort("mlx5_0", "1", "1: DOWN", "InfiniBand", "10 Gb/sec (4X SDR)"),
 			ibPort("mlx5_1", "1", "4: ACTIVE", "Ethernet", "100 Gb/sec (4X EDR)"),
 			map[string]string{"sys/module/nvidia_peermem/": ""}),
 		rdma: []string{"NIXL"},
+		warnings: []string{"ib-ports: 1 of 2 InfiniBand/RoCE ports are not ACTIVE (mlx5_0 port 1: 1: DOWN, InfiniBand, 10 Gb/sec (4X SDR)); " +
+			"NIXL needs RDMA, and a GPU whose NIC is down sends over another one or fails"},
+	},
+	"one GPU NIC of eight down": {
+		tree: merge(ibPort("mlx5_0", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_1", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_2", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_3", "1", "2: INIT", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_4", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_5", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_6", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			ibPort("mlx5_7", "1", "4: ACTIVE", "InfiniBand", "400 Gb/sec (4X NDR)"),
+			map[string]string{"sys/module/nvidia_peermem/": ""}),
+		rdma: []string{"NIXL", "DeepEP"},
+		warnings: []string{"ib-ports: 1 of 8 InfiniBand/RoCE ports are not ACTIVE (mlx5_3 port 1: 2: INIT, InfiniBand, 400 Gb/sec (4X NDR)); " +
+			"NIXL and DeepEP need RDMA, and a GPU whose NIC is down sends over another one or fails"},
 	},
 	"port DOWN": {
 		tree: merge(ibPort("mlx5_0", "1", "1: DOWN", "Ethernet", "100 Gb/sec (4X EDR)"),

@@ -14,7 +14,9 @@ const lastLinesKept = 20
 // milestones are the steps of an SGLang worker's start-up as its own log
 // names them (python/sglang/srt/model_executor/model_runner.py: "Load
 // weight begin/end", "Capture cuda graph begin/end"; the safetensors
-// loader's tqdm bar; the DeepGEMM JIT lines of deep_gemm_wrapper; the HTTP
+// loader's tqdm bar; the DeepGEMM JIT lines of deep_gemm_wrapper's
+// compile_utils.py: "Entering DeepGEMM JIT Pre-Compile session", "Try
+// DeepGEMM JIT Compiling for <...>"; the HTTP
 // server's "fired up" line). Any output line is a sign of life; a milestone
 // also says how far the worker got.
 //

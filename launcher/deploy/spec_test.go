@@ -286,6 +286,19 @@ func TestImageVersionsAndDeprecations(t *testing.T) {
 		"(a no-op with a warning) and refused by later releases: remove it with !--prefill-round-robin-balance"}, s.Deprecations())
 	s.SGLangVersion = "0.5.14"
 	assert.Len(t, s.Deprecations(), 2, "and --cuda-graph-bs on decode")
+	require.NoError(t, s.Validate(8), "deprecated is not refused")
+
+	// A release that no longer parses the flag: refused before anything
+	// starts, with the way out; the warning for it goes.
+	s.SGLangVersion = "0.5.20"
+	err = s.Validate(8)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "decode worker flag --prefill-round-robin-balance: SGLang 0.5.20 no longer accepts it "+
+		"(removed in 0.5.20): remove it with --decode-arg '!--prefill-round-robin-balance'")
+	assert.Equal(t, []string{"decode worker flag --cuda-graph-bs: an alias of --cuda-graph-bs-decode since SGLang 0.5.14: " +
+		"prefill graphs use --cuda-graph-bs-prefill"}, s.Deprecations())
+	s.DecodeArgs = []string{"!--prefill-round-robin-balance"}
+	assert.NoError(t, s.Validate(8), "removed as told")
 }
 
 // strings.NewReplacer is the oracle: ExpandJobHost must give what it gives.

@@ -94,6 +94,7 @@ func (s Spec) validateFields(v *validator) {
 		v.addf("--served-model-name is empty")
 	}
 	s.validateRuntime(v)
+	s.validateRemovedFlags(v)
 	switch s.Precompile {
 	case PrecompileAuto, PrecompileAlways, PrecompileNever:
 	default:

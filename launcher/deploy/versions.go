@@ -70,9 +70,10 @@ func (s Spec) CheckImage(v Versions) string {
 // deprecation is a worker flag that changed meaning or went away in a
 // release: the plan warns before the worker would.
 type deprecation struct {
-	flag  string
-	since string // the SGLang release
-	what  string
+	flag    string
+	since   string // the SGLang release
+	removed string // the release that refuses it ("": none known)
+	what    string
 }
 
 // deprecations come from SGLang's history: --prefill-round-robin-balance is
@@ -80,8 +81,8 @@ type deprecation struct {
 // longer parsed by 0.5.20; --cuda-graph-bs became an alias of
 // --cuda-graph-bs-decode in 0.5.14.
 var deprecations = []deprecation{
-	{"--prefill-round-robin-balance", "0.5.8", "deprecated since SGLang 0.5.8 (a no-op with a warning) and refused by later releases: remove it with !--prefill-round-robin-balance"},
-	{"--cuda-graph-bs", "0.5.14", "an alias of --cuda-graph-bs-decode since SGLang 0.5.14: prefill graphs use --cuda-graph-bs-prefill"},
+	{"--prefill-round-robin-balance", "0.5.8", "0.5.20", "deprecated since SGLang 0.5.8 (a no-op with a warning) and refused by later releases: remove it with !--prefill-round-robin-balance"},
+	{"--cuda-graph-bs", "0.5.14", "", "an alias of --cuda-graph-bs-decode since SGLang 0.5.14: prefill graphs use --cuda-graph-bs-prefill"},
 }
 
 // Deprecations lists the planned worker flags the plan's SGLang release
@@ -96,11 +97,39 @@ func (s Spec) Deprecations() []string {
 		for _, a := range s.roleArgs(r) {
 			for _, d := range deprecations {
 				since, _ := parseVersion(d.since)
-				if a.flag == d.flag && !have.less(since) {
+				if a.flag == d.flag && !have.less(since) && !d.refusedBy(have) {
 					out = append(out, fmt.Sprintf("%s worker flag %s: %s", r.role, d.flag, d.what))
 				}
 			}
 		}
 	}
 	return out
+}
+
+func (d deprecation) refusedBy(v version) bool {
+	if d.removed == "" {
+		return false
+	}
+	removed, err := parseVersion(d.removed)
+	return err == nil && !v.less(removed)
+}
+
+// validateRemovedFlags refuses the planned worker flags the plan's SGLang
+// release no longer parses: the worker would exit with argparse's usage
+// error after the image, the compile and the weights, on every node.
+func (s Spec) validateRemovedFlags(v *validator) {
+	have, err := parseVersion(s.SGLangVersion)
+	if err != nil {
+		return
+	}
+	for _, r := range s.roles() {
+		for _, a := range s.roleArgs(r) {
+			for _, d := range deprecations {
+				if a.flag == d.flag && d.refusedBy(have) {
+					v.addf("%s worker flag %s: SGLang %s no longer accepts it (removed in %s): remove it with --%s-arg '!%s'",
+						r.role, d.flag, s.SGLangVersion, d.removed, r.role, d.flag)
+				}
+			}
+		}
+	}
 }

@@ -344,6 +344,8 @@ var specRows = []badInput{
 	{name: "spec/nats max payload", args: planArgs("--nats-max-payload", "1TB"), want: []string{`--nats-max-payload "1TB"`}},
 	{name: "spec/image digest", args: planArgs("--image-digest", "sha256:xyz"), want: []string{`--image-digest "sha256:xyz"`}},
 	{name: "spec/sglang version", args: planArgs("--sglang-version", "banana"), want: []string{`--sglang-version "banana"`}},
+	{name: "spec/a default flag the release removed", args: planArgs("--sglang-version", "0.5.20"),
+		want: []string{"decode worker flag --prefill-round-robin-balance: SGLang 0.5.20 no longer accepts it", "--decode-arg '!--prefill-round-robin-balance'"}},
 	{name: "spec/dg cache mode", args: planArgs("--dg-cache-mode", "nfs"), want: []string{`--dg-cache-mode "nfs"`}},
 	{name: "spec/shared cache without precompile", args: planArgs("--dg-cache-mode", "shared", "--precompile", "never"),
 		want: []string{"--dg-cache-mode shared with --precompile never", "use --dg-cache-mode local"}},

@@ -135,7 +135,7 @@ func TestE2EEnroot(t *testing.T) {
 		// import; the other job waits and reuses it.
 		l := newEnrootLab(t)
 		small := l.env(image, map[string]string{"WIDEEP_PREFILL_NODES_PER_WORKER": "2", "WIDEEP_DECODE_NODES_PER_WORKER": "2",
-			"WIDEEP_ENROOT_IMPORT_DELAY": "3s"})
+			"WIDEEP_ENROOT_IMPORT_DELAY": "3s", "WIDEEP_PROGRESS_INTERVAL": "1s"})
 		final := filepath.Join(l.images, mustImage(t, image).CacheName())
 		var partial []string
 		var mu sync.Mutex
@@ -163,6 +163,16 @@ func TestE2EEnroot(t *testing.T) {
 		b.waitReady(90 * time.Second)
 		close(stop)
 		assert.Len(t, l.calls(t, "import"), 1, "exactly one import for the two jobs")
+		// The nodes that wait for the 3 s import say so every second.
+		for _, j := range []*e2eJob{a, b} {
+			said := 0
+			for _, h := range nodes {
+				if strings.Contains(j.launcherLog(h), `waiting for every node at the enroot runtime's \"image\" step`) {
+					said++
+				}
+			}
+			assert.Positive(t, said, "job %s: the nodes waiting for the image say so", j.id)
+		}
 		mu.Lock()
 		assert.Empty(t, partial, "no partial file was ever visible under the final name")
 		mu.Unlock()

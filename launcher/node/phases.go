@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -180,8 +181,16 @@ func (r *run) prepareRuntime(ctx context.Context, limit time.Duration) error {
 	r.prepared = true
 	pctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	// An image import takes minutes: the nodes that wait for it say so
+	// every --progress-interval, as for a DeepGEMM compile.
+	barrier := func(ctx context.Context, name, problem string, payload json.RawMessage) (json.RawMessage, error) {
+		return r.waiting(ctx, fmt.Sprintf("every node at the %s runtime's %q step (node 0 makes the image available)", r.n.Runtime.Name(), name),
+			func(ctx context.Context) (json.RawMessage, error) {
+				return r.client.BarrierWith(ctx, name, problem, payload)
+			})
+	}
 	return r.n.Runtime.Prepare(pctx, Node{Index: r.idx, Host: r.host, JobID: r.env.JobID, Log: r.log,
-		Processes: r.me.Processes, Barrier: r.client.BarrierWith})
+		Processes: r.me.Processes, Barrier: barrier})
 }
 
 // startSupervisor readies the node to run processes: from here on the

@@ -129,6 +129,7 @@ func TestE2ENode(t *testing.T) {
 		assert.Contains(t, string(out), "summary: STALLED")
 		assert.Contains(t, string(out), "first failure: node 4 (node5), process decode")
 		assert.Contains(t, string(out), "| sim decode worker [node5 node-rank 0/4]: Load weight begin")
+		assert.Regexp(t, `deepgemm prefill-[0-9a-f]+: miss, compiled on nodes 0,1,2,3; 3 kernels published \(job [0-9]+ on node1\)`, string(out))
 		assertNoLeftovers(t, c)
 	})
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
+	"github.com/wideep/wideep-launch/launcher/dgcache"
 	"github.com/wideep/wideep-launch/launcher/exitcode"
 	"github.com/wideep/wideep-launch/launcher/rendezvous"
 )
@@ -72,11 +73,14 @@ type NodeSummary struct {
 	Logs     string                `json:"logs"` // glob of its log files
 }
 
-// KernelResult is one DeepGEMM kernel set in the summary.
+// KernelResult is one DeepGEMM kernel set in the summary: reused (a hit)
+// or compiled, how many kernels its published entry holds, and by whom.
 type KernelResult struct {
-	Set      string `json:"set"`
-	Hit      bool   `json:"hit"`
-	Compiled []int  `json:"compiled_on,omitempty"`
+	Set       string `json:"set"`
+	Hit       bool   `json:"hit"`
+	Compiled  []int  `json:"compiled_on,omitempty"`
+	Kernels   int    `json:"kernels,omitempty"`
+	Published string `json:"published_by,omitempty"` // "job 81 on gpu01"
 }
 
 // writeSummary is node 0's last act: summary.json (atomically) and a short
@@ -126,6 +130,9 @@ func (r *run) summary(err error) Summary {
 		k := KernelResult{Set: d.name(), Hit: d.Hit}
 		if d.Compile {
 			k.Compiled = d.Nodes
+		}
+		if c, err := dgcache.ReadComplete(d.Entry); err == nil {
+			k.Kernels, k.Published = c.Kernels, fmt.Sprintf("job %s on %s", c.JobID, c.Host)
 		}
 		s.DeepGEMM = append(s.DeepGEMM, k)
 	}
@@ -255,6 +262,13 @@ func WriteSummaryText(w io.Writer, s Summary) error {
 			if len(k.Compiled) > 0 {
 				what = fmt.Sprintf("miss, compiled on nodes %s", joinInts(k.Compiled))
 			}
+		}
+		if k.Kernels > 0 {
+			verb := "reused"
+			if !k.Hit {
+				verb = "published"
+			}
+			what += fmt.Sprintf("; %d kernels %s (%s)", k.Kernels, verb, k.Published)
 		}
 		fmt.Fprintf(&b, "  deepgemm %s: %s\n", k.Set, what)
 	}

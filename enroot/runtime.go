@@ -11,6 +11,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
@@ -277,6 +278,12 @@ func (r *Runtime) run(ctx context.Context, argv, env []string) error {
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = env
+	// enroot is a bash script whose import runs curl, mksquashfs and more:
+	// a stop must end them all, not only the script (the launcher's sweep
+	// leaves its own process group alone). Their own group, killed whole.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -1,9 +1,17 @@
 package enroot
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // The launcher checks a container path on the node through the mounts: the
@@ -34,4 +42,44 @@ func TestHostPath(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// A stop ends the whole enroot command — the bash script and what it runs
+// (curl, mksquashfs) — not only the script.
+func TestRunKillsTheCommandsChildrenOnStop(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	script := filepath.Join(dir, "enroot")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/bash\nsleep 300 </dev/null >/dev/null 2>&1 &\necho $! > "+pidFile+"\nwait\n"), 0o755))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Runtime{}).run(ctx, []string{script, "import", "docker://x"}, os.Environ()) }()
+	var pid int
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the script started its child")
+	cancel()
+	select {
+	case err := <-done:
+		assert.Error(t, err, "a stopped command is no success")
+	case <-time.After(20 * time.Second):
+		require.FailNow(t, "run did not return after the stop")
+	}
+	assert.Eventually(t, func() bool { return gone(pid) }, 5*time.Second, 20*time.Millisecond, "the script's child %d was killed too", pid)
+}
+
+// gone: no such process, or only its zombie left for its new parent to reap.
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }

@@ -30,9 +30,13 @@ func (r *run) teardown() {
 		}
 		r.removeLocalDir()
 		if r.prepared {
-			if err := r.n.Runtime.Cleanup(context.WithoutCancel(r.ctx)); err != nil {
+			// Bounded: a hung `enroot remove` (a dead filesystem) must not
+			// hold the launcher until Slurm's KillWait SIGKILLs it unheard.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), runtimeCleanupLimit)
+			if err := r.n.Runtime.Cleanup(cctx); err != nil {
 				r.log.Warn().Err(err).Str("runtime", r.n.Runtime.Name()).Msg("cleaning up the runtime")
 			}
+			cancel()
 		}
 		d := r.n.Now().Sub(start)
 		r.addTiming(Timing{Name: "teardown", Start: start, Duration: d})
@@ -48,6 +52,10 @@ func (r *run) teardown() {
 		r.server.Close()
 	}
 }
+
+// runtimeCleanupLimit bounds the runtime's cleanup (removing the job's
+// container: an unpacked image, seconds on a local disk).
+const runtimeCleanupLimit = 60 * time.Second
 
 // healthGate runs on node 0: it waits until the frontend serves the model
 // with every worker registered, then says READY and publishes the endpoint.

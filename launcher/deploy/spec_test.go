@@ -299,6 +299,13 @@ func TestImageVersionsAndDeprecations(t *testing.T) {
 		"prefill graphs use --cuda-graph-bs-prefill"}, s.Deprecations())
 	s.DecodeArgs = []string{"!--prefill-round-robin-balance"}
 	assert.NoError(t, s.Validate(8), "removed as told")
+
+	// Before the port model's first release: said, not refused.
+	s.DecodeArgs, s.SGLangVersion = nil, "0.5.2"
+	assert.Equal(t, []string{"SGLang 0.5.2: the plan's port model starts at 0.5.3.post2; before it each DP rank " +
+		"bound --dist-init-port+1+rank, which the preflight does not check"}, s.Deprecations())
+	s.SGLangVersion = "0.5.3.post2"
+	assert.Empty(t, s.Deprecations())
 }
 
 // strings.NewReplacer is the oracle: ExpandJobHost must give what it gives.

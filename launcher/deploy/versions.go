@@ -93,6 +93,10 @@ func (s Spec) Deprecations() []string {
 		return nil
 	}
 	var out []string
+	if have.less(portModelSince) {
+		out = append(out, fmt.Sprintf("SGLang %s: the plan's port model starts at 0.5.3.post2; before it each DP rank "+
+			"bound --dist-init-port+1+rank, which the preflight does not check", s.SGLangVersion))
+	}
 	for _, r := range s.roles() {
 		for _, a := range s.roleArgs(r) {
 			for _, d := range deprecations {
@@ -105,6 +109,10 @@ func (s Spec) Deprecations() []string {
 	}
 	return out
 }
+
+// portModelSince is the first release whose ports the plan models: from it
+// on the DP ranks' ports are random (see sglangPorts).
+var portModelSince, _ = parseVersion("0.5.3.post2")
 
 func (d deprecation) refusedBy(v version) bool {
 	if d.removed == "" {

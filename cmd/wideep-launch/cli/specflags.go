@@ -35,7 +35,7 @@ func bindSpecFlags(fs *pflag.FlagSet, s *deploy.Spec) {
 	str(&s.InfraPlacement, "infra-node", "where etcd, NATS and the frontend run: first (node 0) or dedicated (one extra node, the last)")
 
 	num(&s.HTTPPort, "http-port", "frontend HTTP port")
-	num(&s.DistInitPort, "dist-init-port", "port of each worker's --dist-init-addr: SGLang checks it and the next 5 free on every node of the worker, and its head listens on them and on +13")
+	num(&s.DistInitPort, "dist-init-port", "port of each worker's --dist-init-addr: SGLang checks it and the next 5 (6 from 0.5.18, on several nodes) free on every node of the worker, and its head listens on them and on +13")
 	num(&s.BootstrapPort, "bootstrap-port", "--disaggregation-bootstrap-port")
 	num(&s.SGLangPort, "sglang-port", "--port of every worker")
 	num(&s.NCCLPort, "nccl-port", "--nccl-port of every worker")

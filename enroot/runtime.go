@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -84,8 +85,17 @@ func (r *Runtime) HostPath(p string) (string, bool) {
 	return path.Join(m.Src, rel), true
 }
 func (r *Runtime) bin() string { return cmpOr(r.Bin, "enroot") }
+
+// enrootEnv is the environment of the enroot commands. No login shell
+// unless the admin asked for one: a login shell sources the image's
+// /etc/profile, which may rewrite PATH (enroot#248) so that python3 is
+// another one than the image's ENV says.
 func (r *Runtime) enrootEnv() []string {
-	return append(slices.Clone(r.Env), "ENROOT_DATA_PATH="+r.DataPath)
+	env := append(slices.Clone(r.Env), "ENROOT_DATA_PATH="+r.DataPath)
+	if !slices.ContainsFunc(r.Env, func(kv string) bool { return strings.HasPrefix(kv, "ENROOT_LOGIN_SHELL=") }) {
+		env = append(env, "ENROOT_LOGIN_SHELL=n")
+	}
+	return env
 }
 
 // Executable is what must exist on the host: enroot itself. What runs
@@ -206,6 +216,22 @@ func (r *Runtime) create(ctx context.Context, sqsh string) error {
 	if err := r.run(ctx, CreateArgv(r.bin(), r.Container, sqsh), r.enrootEnv()); err != nil {
 		return fmt.Errorf("creating container %s from %s: %w", r.Container, sqsh, err)
 	}
+	return r.skipEntrypoint()
+}
+
+// skipEntrypoint keeps the image's ENTRYPOINT from wrapping the processes,
+// as pyxis does by default: the /etc/rc enroot generates at import sources
+// /etc/rc.local, then runs `exec ENTRYPOINT "$@"` (enroot src/docker.sh);
+// an rc.local that execs "$@" runs the process itself first. NGC images'
+// entrypoints print banners, check drivers, or do more.
+func (r *Runtime) skipEntrypoint() error {
+	etc := filepath.Join(r.DataPath, r.Container, "etc")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return fmt.Errorf("container %s: %w", r.Container, err)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "rc.local"), []byte("exec \"$@\"\n"), 0o644); err != nil {
+		return fmt.Errorf("container %s: writing /etc/rc.local to skip the image's entrypoint: %w", r.Container, err)
+	}
 	return nil
 }
 
@@ -228,7 +254,7 @@ func (r *Runtime) missing(ctx context.Context, procs []deploy.Process) []string 
 			err = r.run(ctx, look, r.enrootEnv())
 		}
 		if err != nil {
-			out = append(out, fmt.Sprintf("executable %s (for %s): not found in image %s", exe, p.Name, r.Image.Ref))
+			out = append(out, fmt.Sprintf("executable %s (for %s): not found in image %s (%v)", exe, p.Name, r.Image.Ref, err))
 		}
 	}
 	return out

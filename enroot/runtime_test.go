@@ -83,3 +83,27 @@ func gone(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
+
+// The created container skips the image's ENTRYPOINT (pyxis' rc.local),
+// and enroot gets no login shell unless the admin set one.
+func TestCreateSkipsTheEntrypointWithoutLoginShell(t *testing.T) {
+	data := t.TempDir()
+	var envs [][]string
+	r := &Runtime{DataPath: data, Container: "wideep-42", Env: []string{"HOME=/home/u"},
+		Run: func(_ context.Context, argv, env []string) error {
+			envs = append(envs, env)
+			if argv[1] == "create" { // what enroot create leaves: the rootfs
+				return os.MkdirAll(filepath.Join(data, "wideep-42", "etc"), 0o755)
+			}
+			return nil
+		}}
+	require.NoError(t, r.create(context.Background(), "/cache/x.sqsh"))
+	rc, err := os.ReadFile(filepath.Join(data, "wideep-42", "etc", "rc.local"))
+	require.NoError(t, err)
+	assert.Equal(t, "exec \"$@\"\n", string(rc))
+	require.NotEmpty(t, envs)
+	assert.Contains(t, envs[len(envs)-1], "ENROOT_LOGIN_SHELL=n")
+
+	r.Env = append(r.Env, "ENROOT_LOGIN_SHELL=y")
+	assert.NotContains(t, r.enrootEnv(), "ENROOT_LOGIN_SHELL=n", "the admin's choice stands")
+}

@@ -109,6 +109,10 @@ func submitN(t *testing.T, c *slurmtest.Cluster, n int, env map[string]string) *
 	records := t.TempDir()
 	vars := []string{"LAUNCHER=" + launcherBin, "WIDEEP_SIM_WORK=" + work,
 		"WIDEEP_SIM_RECORD_DIR=" + records,
+		// Not /tmp/wideep-%j: labs of test processes running side by side
+		// number their jobs alike, and one job's teardown would remove the
+		// other's directory (a real cluster's job ids are unique).
+		"WIDEEP_LOCAL_DIR=" + filepath.Join(records, "local-%j"),
 		// Grace below the lab's KillWait (5 s): the launcher, not Slurm, stops the workers.
 		"WIDEEP_GRACE=3s", "WIDEEP_LOG_FORMAT=json"}
 	for k, v := range env {

@@ -69,6 +69,7 @@ func Seed(entryPath, localDir string) (copied, skipped int, err error) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return 0, 0, fmt.Errorf("seeding %s from DeepGEMM cache entry %s: %w", localDir, entryPath, err)
 	}
+	removeDeadSeeds(dst)
 	var s seeder
 	if err := s.merge(src, dst); err != nil {
 		return s.copied, s.skipped, fmt.Errorf("seeding %s from DeepGEMM cache entry %s: %w", localDir, entryPath, err)
@@ -257,6 +258,39 @@ func tempName(path string) string {
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
 	dir, base := filepath.Split(path)
 	return filepath.Join(dir, "."+base+seedMark+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(b[:]))
+}
+
+// removeDeadSeeds removes what an earlier Seed into dir left when it was
+// killed half-way (SIGKILL, a node's OOM killer): temporary kernel
+// directories and files whose process is gone. DeepGEMM never reads them
+// (the names start with "."), but they are half-written and would stay on
+// the node forever. A live process's (another job seeding now) are kept.
+func removeDeadSeeds(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		_, after, ok := strings.Cut(d.Name(), seedMark)
+		if !ok {
+			return nil
+		}
+		pid, _, _ := strings.Cut(after, "-")
+		if n, err := strconv.Atoi(pid); err == nil && !processAlive(n) {
+			_ = os.RemoveAll(path)
+		}
+		if d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	})
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // isUnsupportedSync is the error of filesystems that cannot fsync a

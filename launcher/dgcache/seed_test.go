@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,4 +237,29 @@ func TestReadCompleteErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), filepath.Join(dir, CompleteFile))
 		})
 	}
+}
+
+// A Seed killed half-way leaves temporary names behind; the next Seed into
+// the same node-local cache removes those of dead processes and keeps a
+// live one's (another job seeding at this moment).
+func TestSeedRemovesWhatAKilledSeedLeft(t *testing.T) {
+	entry, local := t.TempDir(), t.TempDir()
+	writeKernels(t, entry, "a", "b")
+	cache := filepath.Join(local, cacheSubdir)
+	// A process id no process has: past the kernel's pid_max.
+	dead := filepath.Join(cache, ".kernel.a"+seedMark+"4194999-0badc0de")
+	require.NoError(t, os.MkdirAll(filepath.Join(dead, "sub"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dead, cubinName), []byte("half"), 0o644))
+	deadFile := filepath.Join(cache, "kernel.b", "."+cubinName+seedMark+"4194999-12345678")
+	require.NoError(t, os.MkdirAll(filepath.Dir(deadFile), 0o755))
+	require.NoError(t, os.WriteFile(deadFile, []byte("half"), 0o644))
+	live := filepath.Join(cache, ".kernel.c"+seedMark+strconv.Itoa(os.Getpid())+"-feedbeef")
+	require.NoError(t, os.MkdirAll(live, 0o755))
+
+	_, _, err := Seed(entry, local)
+	require.NoError(t, err)
+	assert.Equal(t, []string{live}, seedLeftovers(t, local), "only the live seed's")
+	n, err := CountKernels(local)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wideep/wideep-launch/launcher/deploy"
 )
 
 // The milestones as SGLang prints them (model_runner.py, the safetensors
@@ -85,4 +86,26 @@ func TestProgressSilenceLinesAndRestart(t *testing.T) {
 
 	_, ok = pt.status("prefill", false)
 	assert.False(t, ok, "a process never seen")
+}
+
+// Node 0's one line for the whole job while it waits for READY: per role,
+// how many nodes report which phase, and the quietest worker with its last
+// milestone; a node that sent nothing yet counts as not started.
+func TestProgressLine(t *testing.T) {
+	spec := deploy.DefaultSpec()
+	spec.ResolveGPUs(0)
+	spec.PrefillWorkers, spec.PrefillNodesPerWorker = 1, 2
+	spec.DecodeWorkers, spec.DecodeNodesPerWorker = 1, 2
+	hosts := []string{"gpu01", "gpu02", "gpu03", "gpu04"}
+	plan, err := deploy.NewPlan(spec, "7", hosts, nil)
+	require.NoError(t, err)
+	reports := map[int]nodeReport{
+		0: {Phase: "starting", Procs: map[string]ProcStatus{"prefill": {Silent: 3 * time.Second, Milestone: "loading weights 40%"}}},
+		1: {Phase: "starting", Procs: map[string]ProcStatus{"prefill": {Silent: 95 * time.Second, Milestone: "capturing CUDA graphs"}}},
+		2: {Phase: "ready", Procs: map[string]ProcStatus{"decode": {Silent: time.Second, Milestone: "serving"}}},
+	}
+	assert.Equal(t, `prefill 2 nodes: 2 starting (quietest: node 1 (gpu02), silent 1m35s, last milestone "capturing CUDA graphs"); `+
+		`decode 2 nodes: 1 not started, 1 ready (quietest: node 2 (gpu03), silent 1s, last milestone "serving")`,
+		progressLine(plan, reports))
+	assert.Equal(t, "prefill 2 nodes: 2 not started; decode 2 nodes: 2 not started", progressLine(plan, nil))
 }

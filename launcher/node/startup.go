@@ -236,12 +236,17 @@ func (r *run) jobProgress() string {
 			reports[i] = rep
 		}
 	}
+	return progressLine(r.plan, reports)
+}
+
+// progressLine is jobProgress from the plan and the nodes' latest reports.
+func progressLine(plan *deploy.Plan, reports map[int]nodeReport) string {
 	var parts []string
 	for _, role := range []deploy.Role{deploy.RolePrefill, deploy.RoleDecode} {
 		phases := map[string]int{}
 		total, slowest, silent := 0, -1, time.Duration(-1)
 		var milestone string
-		for _, n := range r.plan.Nodes {
+		for _, n := range plan.Nodes {
 			if n.Role != role {
 				continue
 			}
@@ -266,7 +271,7 @@ func (r *run) jobProgress() string {
 		part := fmt.Sprintf("%s %d nodes: %s", role, total, strings.Join(counts, ", "))
 		if slowest >= 0 {
 			part += fmt.Sprintf(" (quietest: node %d (%s), silent %s, last milestone %q)", slowest,
-				r.plan.Nodes[slowest].Host, silent.Round(time.Second), cmpOr(milestone, "none"))
+				plan.Nodes[slowest].Host, silent.Round(time.Second), cmpOr(milestone, "none"))
 		}
 		parts = append(parts, part)
 	}

@@ -416,13 +416,13 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 	})
 
 	t.Run("preflight_failure_reported_by_all", func(t *testing.T) {
-		// Something else holds the SGLang port on node4 (index 3).
-		blocker := c.NodeCommand(context.Background(), "node4", "nats-server", "-a", "0.0.0.0", "-p", "30000")
+		// Something else holds the workers' NCCL port on node4 (index 3).
+		blocker := c.NodeCommand(context.Background(), "node4", "nats-server", "-a", "0.0.0.0", "-p", "29400")
 		require.NoError(t, blocker.Start())
 		stopBlocker := func() { _ = blocker.Process.Kill(); _ = blocker.Wait() }
 		defer stopBlocker()
 		require.Eventually(t, func() bool {
-			conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.NodeAddr("node4"), "30000"), 200*time.Millisecond)
+			conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.NodeAddr("node4"), "29400"), 200*time.Millisecond)
 			if err == nil {
 				conn.Close()
 			}
@@ -435,7 +435,7 @@ func TestE2ESimulatedDeployment(t *testing.T) {
 		for _, h := range nodes {
 			log := j.launcherLog(h)
 			assert.Contains(t, log, "node 3 (node4)", "%s has the aggregated report", h)
-			assert.Contains(t, log, "port 30000", "%s names the port", h)
+			assert.Contains(t, log, "port 29400", "%s names the port", h)
 			assert.Contains(t, log, `"exit_code":2`, "%s exits 2", h)
 		}
 		stopBlocker() // it lives in node4's namespace, so it would count as left over

@@ -269,6 +269,11 @@ func (r *run) compileKernels(ctx context.Context, timeout time.Duration) string 
 		return fmt.Sprintf("chosen to compile %s but its plan has no precompile", d.name())
 	}
 	spec := r.procs.oneshots[0]
+	// Its own ports (compile_deep_gemm's HTTP server) were left out of the
+	// preflight: on a cache hit nothing binds them.
+	if busy := r.portsTaken(deploy.ProcPrecompile); len(busy) > 0 {
+		return fmt.Sprintf("DeepGEMM compile %s: %s", d.name(), strings.Join(busy, "; "))
+	}
 	dir := r.n.Spec.CompileDir(r.env.JobID, r.host, d.name())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Sprintf("DeepGEMM compile directory: %v", err)

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -198,4 +201,37 @@ func TestMultiNodeDeepGEMMKeyedByEachRolesGPU(t *testing.T) {
 		rec := readRecord(t, filepath.Join(c.work, "records"), host, role)
 		assert.Equal(t, filepath.Join(c.work, "dg-"+host, set.Name()), rec.Env["SGLANG_DG_CACHE_DIR"], host)
 	}
+}
+
+// The precompile's own port (compile_deep_gemm's HTTP server, --port) is
+// bound only on a cache miss: a holder of it on a compiling node fails the
+// compile, naming node and port, and refuses nothing when the cache hits.
+func TestMultiNodePrecompilePortOnlyOnAMiss(t *testing.T) {
+	shared := t.TempDir()
+	model := filepath.Join(shared, "model")
+	require.NoError(t, os.MkdirAll(model, 0o755))
+	layout := func(s *deploy.Spec) { s.CacheDir, s.ModelPath = filepath.Join(shared, "cache"), model }
+
+	cold := newClusterWith(t, "87", layout)
+	port := cold.nodes[0].Spec.SGLangPort
+	ln, err := net.Listen("tcp", net.JoinHostPort(nodeAddr(1), strconv.Itoa(port)))
+	require.NoError(t, err)
+	cold.start()
+	for i, err := range cold.wait(time.Minute) {
+		require.Error(t, err, "node %d", i)
+		assert.Contains(t, err.Error(), "node 1 (node2): DeepGEMM compile prefill-", "node %d", i)
+		assert.Contains(t, err.Error(), fmt.Sprintf("port %d", port), "node %d", i)
+	}
+	assert.NotContains(t, cold.precompiledOn(), "node2", "its compile never started")
+	require.NoError(t, ln.Close())
+
+	// The same cache, now warm (another job compiles it), and the port
+	// taken again: nothing binds it, the job comes up.
+	newClusterWith(t, "88", layout).runUntilReady()
+	warm := newClusterWith(t, "89", layout)
+	ln, err = net.Listen("tcp", net.JoinHostPort(nodeAddr(1), strconv.Itoa(warm.nodes[0].Spec.SGLangPort)))
+	require.NoError(t, err)
+	defer ln.Close()
+	warm.runUntilReady()
+	assert.Empty(t, warm.precompiledOn())
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,11 @@ func (r *run) preflight(context.Context, time.Duration) error {
 	cfg.PortUse = map[int]string{}
 	for _, p := range me.Processes {
 		for _, port := range p.Ports {
+			if p.Oneshot && !slices.ContainsFunc(me.Processes, func(q deploy.Process) bool { return !q.Oneshot && hasPort(q, port.Port) }) {
+				// Only the precompile binds it, and only on a cache miss,
+				// which node 0 decides later: checked before it starts.
+				continue
+			}
 			cfg.Ports = append(cfg.Ports, port.Port)
 			if _, ok := cfg.PortUse[port.Port]; !ok {
 				cfg.PortUse[port.Port] = portUse(me, r.n.Spec, port)
@@ -296,4 +302,8 @@ func (r *run) serve(ctx context.Context, limit time.Duration) error {
 	}
 	<-ctx.Done()
 	return context.Cause(ctx)
+}
+
+func hasPort(p deploy.Process, port int) bool {
+	return slices.ContainsFunc(p.Ports, func(q deploy.Port) bool { return q.Port == port })
 }

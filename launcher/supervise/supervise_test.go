@@ -240,6 +240,18 @@ func afterFile(path string, fn func()) {
 	}()
 }
 
+// waitRecorded waits until the worker's -record file names sig (at most
+// waitTimeout; the test's own checks say what happened then).
+func waitRecorded(record, sig string) {
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(record); err == nil && strings.Contains(string(b), sig) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func recvExit(t *testing.T, exits <-chan Exit) Exit {
 	t.Helper()
 	select {
@@ -614,29 +626,33 @@ func TestSuperviseOne(t *testing.T) {
 	for name, tc := range map[string]struct {
 		args []string
 		// stop is what happens once the worker is ready
-		stop func(cancel context.CancelFunc, sigs chan<- os.Signal)
+		stop func(cancel context.CancelFunc, sigs chan<- os.Signal, record string)
 		code int
 		want []string // signals the worker received
 	}{
 		"exit code passes through": {args: []string{"-exit", "3"}, code: 3},
 		"SIGTERM: the worker's own code": {
-			stop: func(_ context.CancelFunc, sigs chan<- os.Signal) { sigs <- syscall.SIGTERM },
+			stop: func(_ context.CancelFunc, sigs chan<- os.Signal, _ string) { sigs <- syscall.SIGTERM },
 			code: 7, want: []string{"SIGTERM"},
 		},
 		"SIGUSR2 and SIGCONT do not stop": {
-			stop: func(_ context.CancelFunc, sigs chan<- os.Signal) {
+			stop: func(_ context.CancelFunc, sigs chan<- os.Signal, record string) {
 				sigs <- syscall.SIGCONT
 				sigs <- syscall.SIGUSR2
+				// Two signals at once may reach the worker in either order
+				// (the race detector's runtime queues them its own way):
+				// the stop comes once the first has arrived.
+				waitRecorded(record, "SIGUSR2")
 				sigs <- syscall.SIGINT
 			},
 			code: 7, want: []string{"SIGUSR2", "SIGTERM"},
 		},
 		"SIGUSR1 (time limit near) stops with SIGTERM only": {
-			stop: func(_ context.CancelFunc, sigs chan<- os.Signal) { sigs <- syscall.SIGUSR1 },
+			stop: func(_ context.CancelFunc, sigs chan<- os.Signal, _ string) { sigs <- syscall.SIGUSR1 },
 			code: 7, want: []string{"SIGTERM"},
 		},
 		"context cancelled": {
-			stop: func(cancel context.CancelFunc, _ chan<- os.Signal) { cancel() },
+			stop: func(cancel context.CancelFunc, _ chan<- os.Signal, _ string) { cancel() },
 			code: 7, want: []string{"SIGTERM"},
 		},
 	} {
@@ -648,7 +664,7 @@ func TestSuperviseOne(t *testing.T) {
 			defer cancel()
 			sigs := make(chan os.Signal, 4)
 			if tc.stop != nil {
-				afterFile(ready, func() { tc.stop(cancel, sigs) })
+				afterFile(ready, func() { tc.stop(cancel, sigs, record) })
 			}
 			args := append([]string{"-ready", ready, "-record", record, "-term-exit", "7"}, tc.args...)
 

@@ -12,11 +12,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/wideep/wideep-launch/launcher/deploy"
 	"github.com/wideep/wideep-launch/launcher/node"
+	"github.com/wideep/wideep-launch/launcher/supervise"
 )
 
 // Runtime runs a node's processes in one enroot container per node and
@@ -306,9 +306,9 @@ func (r *Runtime) run(ctx context.Context, argv, env []string) error {
 	cmd.Env = env
 	// enroot is a bash script whose import runs curl, mksquashfs and more:
 	// a stop must end them all, not only the script (the launcher's sweep
-	// leaves its own process group alone). Their own group, killed whole.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// leaves its own process group alone). Not a group of their own: the
+	// launcher's Reaper would take the script's exit status from cmd.Wait.
+	cmd.Cancel = func() error { supervise.KillTree(cmd.Process.Pid); return nil }
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

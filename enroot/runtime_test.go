@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wideep/wideep-launch/launcher/supervise"
 )
 
 // The launcher checks a container path on the node through the mounts: the
@@ -106,4 +108,21 @@ func TestCreateSkipsTheEntrypointWithoutLoginShell(t *testing.T) {
 
 	r.Env = append(r.Env, "ENROOT_LOGIN_SHELL=y")
 	assert.NotContains(t, r.enrootEnv(), "ENROOT_LOGIN_SHELL=n", "the admin's choice stands")
+}
+
+// The node's Reaper runs while enroot commands do (the supervisor already
+// supervises by then): it must not take their exit status from the
+// exec.Cmd waiting for it. Seen in an e2e run when the commands had a
+// process group of their own: 'waitid: no child processes' for an
+// 'enroot start ... command -v nats-server' that had found it.
+func TestRunKeepsItsExitStatusBesideTheReaper(t *testing.T) {
+	s := &supervise.Supervisor{Reaper: supervise.NewReaper(), Log: zerolog.Nop(), Prefix: "node1", Grace: time.Second}
+	require.NoError(t, s.Start(supervise.ProcSpec{Name: "idle", Argv: []string{"sleep", "60"}}))
+	t.Cleanup(func() { s.Shutdown("test over") })
+	r := &Runtime{}
+	for i := range 50 {
+		require.NoError(t, r.run(context.Background(), []string{"/bin/sh", "-c", "sleep 0.01"}, os.Environ()), "run %d", i)
+		err := r.run(context.Background(), []string{"/bin/sh", "-c", "exit 3"}, os.Environ())
+		require.ErrorContains(t, err, "exit status 3", "run %d", i)
+	}
 }

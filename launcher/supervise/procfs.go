@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -169,4 +170,24 @@ func descendants(dst []procStat, root int, children childLister) []procStat {
 		queue = append(queue, children(pid)...)
 	}
 	return dst
+}
+
+// KillTree SIGKILLs pid and every process below it, for a helper command
+// the launcher runs outside a supervisor (enroot, whose import runs curl and
+// mksquashfs) that must end with all it started when the launcher stops.
+// The command stays in the launcher's process group, where the Reaper leaves
+// its exit status to the exec.Cmd that waits for it; so its tree is found
+// through /proc, not by group. The children go first, while their parent
+// still holds them; a process that double-forked away is the job's cgroup's.
+func KillTree(pid int) {
+	for range 3 {
+		below := descendants(nil, pid, newChildLister())
+		if len(below) == 0 {
+			break
+		}
+		for _, st := range below {
+			_ = syscall.Kill(st.Pid, syscall.SIGKILL)
+		}
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -224,13 +225,34 @@ func (r *Runtime) create(ctx context.Context, sqsh string) error {
 // /etc/rc.local, then runs `exec ENTRYPOINT "$@"` (enroot src/docker.sh);
 // an rc.local that execs "$@" runs the process itself first. NGC images'
 // entrypoints print banners, check drivers, or do more.
+//
+// The image's own rc.local may be a symlink, absolute ones pointing out of
+// the rootfs as seen from the host: it is replaced, never written through.
 func (r *Runtime) skipEntrypoint() error {
 	etc := filepath.Join(r.DataPath, r.Container, "etc")
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		return fmt.Errorf("container %s: %w", r.Container, err)
-	}
-	if err := os.WriteFile(filepath.Join(etc, "rc.local"), []byte("exec \"$@\"\n"), 0o644); err != nil {
+	fail := func(err error) error {
 		return fmt.Errorf("container %s: writing /etc/rc.local to skip the image's entrypoint: %w", r.Container, err)
+	}
+	if fi, err := os.Lstat(etc); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = fmt.Errorf("%s is not a directory", etc)
+		}
+		return fail(err)
+	}
+	rc := filepath.Join(etc, "rc.local")
+	if err := os.Remove(rc); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
+	}
+	f, err := os.OpenFile(rc, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = f.WriteString("exec \"$@\"\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(err)
 	}
 	return nil
 }

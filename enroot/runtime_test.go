@@ -108,6 +108,27 @@ func TestCreateSkipsTheEntrypointWithoutLoginShell(t *testing.T) {
 
 	r.Env = append(r.Env, "ENROOT_LOGIN_SHELL=y")
 	assert.NotContains(t, r.enrootEnv(), "ENROOT_LOGIN_SHELL=n", "the admin's choice stands")
+
+	// An image whose rc.local is an absolute symlink: seen from the host it
+	// points out of the rootfs; the link is replaced, its target untouched.
+	outside := filepath.Join(t.TempDir(), "host-rc.local")
+	require.NoError(t, os.WriteFile(outside, []byte("host file\n"), 0o644))
+	rcPath := filepath.Join(data, "wideep-42", "etc", "rc.local")
+	require.NoError(t, os.Remove(rcPath))
+	require.NoError(t, os.Symlink(outside, rcPath))
+	require.NoError(t, r.skipEntrypoint())
+	assert.Equal(t, "host file\n", readString(t, outside), "the symlink's target is not written")
+	assert.Equal(t, "exec \"$@\"\n", readString(t, rcPath))
+	fi, err := os.Lstat(rcPath)
+	require.NoError(t, err)
+	assert.True(t, fi.Mode().IsRegular(), "a file of its own now")
+}
+
+func readString(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
 }
 
 // The node's Reaper runs while enroot commands do (the supervisor already

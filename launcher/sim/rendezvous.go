@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -264,55 +265,55 @@ func writeJSON(c net.Conn, v any) error {
 	return err
 }
 
-// joinRendezvous is a node rank >0's side: connect to addr (retrying while
-// rank 0 is not up yet), say hello, wait for the acknowledgement.
+// joinRendezvous is a node rank >0's side: connect to addr, say hello, wait
+// for the acknowledgement, retrying while rank 0 is not up yet. A
+// connection that ends before any answer is no answer either: rank 0 test-
+// binds its ports before it listens for good (SGLang's wait_port_available,
+// as this stand-in does), and a connection that lands on that short-lived
+// socket is reset.
 func joinRendezvous(ctx context.Context, addr string, me Hello, timeout time.Duration, logf func(string, ...any)) (*rendezvous, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
 		&RendezvousError{fmt.Sprintf("node rank 0 at %s did not complete the rendezvous within %v", addr, timeout)})
 	defer cancel()
 
+	me.Proto = rdzvProto
 	var lastErr error
+	var c net.Conn
+	var reply rdzvReply
 	b := retry.WithCappedDuration(time.Second, retry.NewExponential(50*time.Millisecond))
-	c, err := retry.DoValue(ctx, b, func(ctx context.Context) (net.Conn, error) {
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
 		d := net.Dialer{Timeout: 2 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			lastErr = err
-			return nil, retry.RetryableError(err)
+			return retry.RetryableError(err)
 		}
-		return c, nil
+		line, err := helloAndAnswer(ctx, conn, me)
+		if err != nil {
+			conn.Close()
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			lastErr = fmt.Errorf("node rank 0 at %s closed the connection before answering: %v", addr, err)
+			logf("rendezvous: %v; trying again", lastErr)
+			return retry.RetryableError(lastErr)
+		}
+		if err := json.Unmarshal(line, &reply); err != nil {
+			conn.Close()
+			return &RendezvousError{fmt.Sprintf("bad answer from %s: %.80q", addr, line)}
+		}
+		c = conn
+		return nil
 	})
 	if err != nil {
-		if lastErr != nil && !isTerminated(ctx) {
+		if isTerminated(ctx) {
+			return nil, context.Cause(ctx)
+		}
+		var re *RendezvousError
+		if lastErr != nil && !errors.As(err, &re) {
 			return nil, fmt.Errorf("%w (last: %v)", err, lastErr)
 		}
 		return nil, err
-	}
-	r := &rendezvous{conns: []net.Conn{c}}
-	r.Record.ConnectedTo = c.RemoteAddr().String()
-	r.Record.LocalAddr = c.LocalAddr().String()
-
-	me.Proto = rdzvProto
-	if err := writeJSON(c, me); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("rendezvous: saying hello to %s: %w", addr, err)
-	}
-	// Waiting for the others may take long; a termination must not.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	reader := bufio.NewReader(c)
-	line, err := reader.ReadBytes('\n')
-	if !stop() {
-		c.Close()
-		return nil, context.Cause(ctx)
-	}
-	if err != nil {
-		c.Close()
-		return nil, &RendezvousError{fmt.Sprintf("node rank 0 at %s closed the connection before acknowledging: %v", addr, err)}
-	}
-	var reply rdzvReply
-	if err := json.Unmarshal(line, &reply); err != nil {
-		c.Close()
-		return nil, &RendezvousError{fmt.Sprintf("bad answer from %s: %.80q", addr, line)}
 	}
 	if !reply.OK {
 		c.Close()
@@ -322,9 +323,24 @@ func joinRendezvous(ctx context.Context, addr string, me Hello, timeout time.Dur
 		c.Close()
 		return nil, &RendezvousError{fmt.Sprintf("node rank 0 at %s has %d nodes, this node has --nnodes %d", addr, reply.NNodes, me.NNodes)}
 	}
+	r := &rendezvous{conns: []net.Conn{c}}
+	r.Record.ConnectedTo = c.RemoteAddr().String()
+	r.Record.LocalAddr = c.LocalAddr().String()
 	r.Record.Peers = reply.Peers
 	go r.watchPeer(c, Hello{Rank: 0, Node: nodeOfRank(reply.Peers, 0), Addr: r.Record.ConnectedTo}, logf)
 	return r, nil
+}
+
+// helloAndAnswer says hello on c and reads rank 0's one-line answer.
+// Waiting for the other nodes may take long; a termination must not: ctx
+// ending closes c.
+func helloAndAnswer(ctx context.Context, c net.Conn, me Hello) ([]byte, error) {
+	if err := writeJSON(c, me); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	return bufio.NewReader(c).ReadBytes('\n')
 }
 
 func nodeOfRank(peers []Hello, rank int) string {

@@ -150,6 +150,12 @@ type Claim struct {
 	mu        sync.Mutex // serializes Publish and Abandon
 	over      bool
 	lastTouch time.Time
+	// staged: this claim made its staging directory. Only then does
+	// Abandon remove it: the name is the job's and the process's, and
+	// another launcher of the job with the same pid (on another host: pids
+	// are per host; in the in-process tests: one process) may be publishing
+	// there, through PublishFor, right now.
+	staged bool
 }
 
 // Path is where the entry will be published.

@@ -587,3 +587,24 @@ func TestClaimAlwaysReplacesAPublishedEntry(t *testing.T) {
 	assert.Equal(t, 3, k)
 	assert.Empty(t, stagings(t, cl.Path()), "neither the staging nor the old entry is left")
 }
+
+// Node 0 gives its claim up (the job ended) while the compiling worker's
+// rank 0 publishes through PublishFor, under the same job and — another
+// host, or the in-process tests' one process — the same pid, so the same
+// staging name: node 0 must not remove what it never made. (Seen in a CI
+// run: the entry was published with COMPLETE.json and without cache/.)
+func TestAbandonLeavesAPublisherStagingAlone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), Subdir)
+	c := newCache(dir, nil)
+	node0 := owner("301")
+	cl, hit, err := c.Claim(testContext(t), "decode", testKey, node0, nil)
+	require.NoError(t, err)
+	require.False(t, hit)
+	staging := sharedcache.StagingPath(cl.Path(), node0.JobID, node0.PID)
+	half := filepath.Join(staging, cacheSubdir, kernelPrefix+"a")
+	require.NoError(t, os.MkdirAll(half, 0o755), "the publisher is copying")
+
+	require.NoError(t, cl.Abandon())
+	assert.DirExists(t, half, "another launcher's staging is left to it")
+	assert.NoFileExists(t, filepath.Join(dir, ".decode-"+testKey+".lock"), "the lock is released")
+}

@@ -84,6 +84,7 @@ func (cl *Claim) publish(localDir string, c Complete) (kernels int, err error) {
 	if err := os.Mkdir(cl.staging, 0o755); err != nil {
 		return 0, fmt.Errorf("publishing DeepGEMM cache entry %s: %w", cl.final, err)
 	}
+	cl.staged = true
 	cl.touch(true)
 	if err := cl.copyTree(filepath.Join(localDir, cacheSubdir), filepath.Join(cl.staging, cacheSubdir), true); err != nil {
 		return 0, fmt.Errorf("publishing DeepGEMM cache entry %s from %s: %w", cl.final, localDir, err)
@@ -139,8 +140,10 @@ func (cl *Claim) Abandon() error {
 	}
 	cl.over = true
 	var errs []error
-	if err := os.RemoveAll(cl.staging); err != nil {
-		errs = append(errs, fmt.Errorf("abandoning DeepGEMM cache entry %s: %w", cl.final, err))
+	if cl.staged {
+		if err := os.RemoveAll(cl.staging); err != nil {
+			errs = append(errs, fmt.Errorf("abandoning DeepGEMM cache entry %s: %w", cl.final, err))
+		}
 	}
 	if err := cl.cache.release(cl.lock, cl.final); err != nil {
 		errs = append(errs, fmt.Errorf("abandoning DeepGEMM cache entry %s: %w", cl.final, err))

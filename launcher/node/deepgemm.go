@@ -320,6 +320,11 @@ func (r *run) compileKernels(ctx context.Context, timeout time.Duration) string 
 	if warning != "" {
 		r.log.Warn().Str("kernels", d.name()).Msg(warning + " (--precompile-strict makes this a failure)")
 	}
+	if r.stopping() {
+		// The job ended while it compiled: node 0 gives the claim up, and a
+		// publish Slurm may cut short is a leftover for the next job.
+		return ""
+	}
 	set := r.plan.DeepGEMM[slices.IndexFunc(r.plan.DeepGEMM, func(k deploy.KernelSet) bool { return string(k.Role) == d.Role })]
 	n, perr := r.dgCache().PublishFor(d.Role, d.Key, dir, dgcache.Complete{
 		Inputs: set.Inputs, Image: r.n.Spec.Image, Duration: took, SGLangVersion: r.n.Spec.SGLangVersion, Warning: warning,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -313,22 +314,12 @@ func TestExpectFor(t *testing.T) {
 func TestWaitReadyWithSimFrontend(t *testing.T) {
 	etcd := simtest.StartEtcd(t)
 	port := simtest.FreePort(t)
-	type standIn struct {
-		sigs chan os.Signal
-		exit chan int
-	}
-	start := func(node string, argv ...string) standIn {
-		s := standIn{sigs: make(chan os.Signal, 1), exit: make(chan int, 1)}
-		env := map[string]string{"ETCD_ENDPOINTS": etcd.URL, "SLURMD_NODENAME": node, "DYN_TCP_RPC_HOST": node}
-		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-		go func() { s.exit <- sim.Main(argv, lookup, &hgDiscard{}, &hgDiscard{}, s.sigs) }()
-		return s
-	}
+	start := func(node string, argv ...string) simStandIn { return startSimStandIn(etcd.URL, node, argv...) }
 	worker := func(mode string, extra ...string) []string {
 		return append([]string{"python3", "-m", "dynamo.sglang", "--model-path", "/model/",
 			"--served-model-name", hgModel, "--disaggregation-mode", mode, "--host", "127.0.0.1"}, extra...)
 	}
-	procs := []standIn{
+	procs := []simStandIn{
 		start("gpu01", "python3", "-m", "dynamo.frontend", "--http-port="+strconv.Itoa(port)),
 		start("gpu01", worker("prefill", "--disaggregation-bootstrap-port", "0")...),
 		start("gpu05", worker("decode")...),
@@ -337,16 +328,33 @@ func TestWaitReadyWithSimFrontend(t *testing.T) {
 	require.NoError(t, err)
 	assert.Positive(t, took)
 	for _, p := range procs {
-		p.sigs <- syscall.SIGTERM
-		select {
-		case code := <-p.exit:
-			assert.Equal(t, 0, code)
-		case <-time.After(hgLongWait):
-			t.Fatal("stand-in did not stop")
-		}
+		p.stop(t)
 	}
 }
 
-type hgDiscard struct{}
+// simStandIn is a simulation stand-in (frontend or worker) run in this
+// test process, on the node named, against etcd.
+type simStandIn struct {
+	sigs chan os.Signal
+	exit chan int
+}
 
-func (hgDiscard) Write(p []byte) (int, error) { return len(p), nil }
+func startSimStandIn(etcdURL, node string, argv ...string) simStandIn {
+	s := simStandIn{sigs: make(chan os.Signal, 1), exit: make(chan int, 1)}
+	env := map[string]string{"ETCD_ENDPOINTS": etcdURL, "SLURMD_NODENAME": node, "DYN_TCP_RPC_HOST": node}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	go func() { s.exit <- sim.Main(argv, lookup, io.Discard, io.Discard, s.sigs) }()
+	return s
+}
+
+// stop terminates the stand-in as Slurm would and checks it ended cleanly.
+func (s simStandIn) stop(t *testing.T) {
+	t.Helper()
+	s.sigs <- syscall.SIGTERM
+	select {
+	case code := <-s.exit:
+		assert.Equal(t, 0, code)
+	case <-time.After(hgLongWait):
+		t.Fatal("stand-in did not stop")
+	}
+}

@@ -12,14 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wideep/wideep-launch/launcher/sim"
 	"github.com/wideep/wideep-launch/launcher/sim/simtest"
 )
 
@@ -148,26 +146,7 @@ func TestParseSimFrontendLikeRealBodies(t *testing.T) {
 	etcd := simtest.StartEtcd(t)
 	port := simtest.FreePort(t)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	type standIn struct {
-		sigs chan os.Signal
-		exit chan int
-	}
-	start := func(node string, argv ...string) standIn {
-		s := standIn{sigs: make(chan os.Signal, 1), exit: make(chan int, 1)}
-		env := map[string]string{"ETCD_ENDPOINTS": etcd.URL, "SLURMD_NODENAME": node, "DYN_TCP_RPC_HOST": node}
-		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-		go func() { s.exit <- sim.Main(argv, lookup, hgDiscard{}, hgDiscard{}, s.sigs) }()
-		return s
-	}
-	stop := func(s standIn) {
-		s.sigs <- syscall.SIGTERM
-		select {
-		case code := <-s.exit:
-			assert.Equal(t, 0, code)
-		case <-time.After(hgLongWait):
-			t.Fatal("stand-in did not stop")
-		}
-	}
+	start := func(node string, argv ...string) simStandIn { return startSimStandIn(etcd.URL, node, argv...) }
 	fetch := func() (int, []byte) {
 		resp, err := http.Get(base + "/health")
 		if err != nil {
@@ -216,6 +195,6 @@ func TestParseSimFrontendLikeRealBodies(t *testing.T) {
 	_, err = strconv.ParseUint(in.InstanceID, 10, 64)
 	assert.NoError(t, err, "an integer id, kept as text: %q", in.InstanceID)
 
-	stop(worker)
-	stop(fe)
+	worker.stop(t)
+	fe.stop(t)
 }
